@@ -1,0 +1,77 @@
+# CachedModel: every task of the project. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Binaries built by `make tools` live outside the repo, keyed by version.
+TOOLS_CACHE ?= $(HOME)/.cache/cachedmodel-tools
+export TOOLS_CACHE
+
+.PHONY: help setup redis-server test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
+
+help: ## list the tasks
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- setup
+$(VENV)/.installed: pyproject.toml requirements-dev.txt operator/pyproject.toml examples/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps -e . -e ./operator -e ./examples
+	touch $@
+
+redis-server: ## install Debian's redis-server when missing
+	@command -v redis-server >/dev/null || { echo "installing redis-server (apt)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || \
+	  { echo "could not install redis-server: run as root or install it yourself"; exit 1; }; }
+	@redis-server --version
+
+setup: $(VENV)/.installed redis-server ## dev environment: .venv with everything editable, redis-server
+
+# ---------------------------------------------------------------- tests
+test: setup tools ## the whole suite: unit, integration (real redis), k8s and e2e (real kube-apiserver)
+	$(PY) -m pytest tests
+
+test-unit: setup ## unit tests only (no network)
+	$(PY) -m pytest tests/unit
+
+test-integration: setup ## integration tests against a real redis-server
+	$(PY) -m pytest tests/integration
+
+test-k8s: setup tools ## operator and chart tests against the local control plane
+	$(PY) -m pytest tests/k8s
+
+test-e2e: setup tools ## e2e suite against $$KUBECONFIG or the local control plane
+	$(PY) -m pytest tests/e2e
+
+# ---------------------------------------------------------------- benchmarks
+bench: setup ## benchmarks; results in bench/results/*.json and *.md
+	$(PY) -m bench.run_all
+
+# ---------------------------------------------------------------- demo
+demo: setup ## start redis + the model service, send a workload, print the latency/hit table, stop all
+	$(PY) -m scripts.demo
+
+# ---------------------------------------------------------------- kubernetes tools
+tools: ## build etcd, kube-*, kwok, kubectl and helm into $(TOOLS_CACHE) (cached by version)
+	bash scripts/build-tools.sh
+
+# ---------------------------------------------------------------- shipping
+manifests: setup tools ## regenerate manifests/ from the chart
+	bash scripts/render-manifests.sh
+
+images: ## build both images (needs Docker)
+	docker build -f images/model-service/Dockerfile -t cachedmodel/insurance-charges-model:0.1.0 .
+	docker build -f images/operator/Dockerfile -t cachedmodel/operator:0.1.0 .
+
+lint-images: setup ## lint the Dockerfiles (hadolint)
+	bash scripts/lint-images.sh
+
+kind-e2e: ## kind cluster, images, helm install, CachedModel, real traffic, teardown (needs Docker + kind)
+	bash scripts/kind-e2e.sh
+
+clean: ## remove the venv and caches (not the tools cache)
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Example model: predicts insurance charges from a person's attributes."""

@@ -1,0 +1,1 @@
+"""Kubernetes operator for CachedModel resources (kopf handlers over pure builders)."""

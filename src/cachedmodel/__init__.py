@@ -1,0 +1,1 @@
+"""CachedModel: Redis prediction cache for ml_base models."""
