@@ -3,6 +3,9 @@ import pytest
 
 from tests.support.redis_server import RedisServer
 
+# The local Kubernetes control plane: fixtures `kube_cluster` (session) and `k8s_namespace`.
+pytest_plugins = ["tests.support.control_plane"]
+
 
 @pytest.fixture
 def redis_server():

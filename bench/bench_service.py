@@ -1,0 +1,174 @@
+"""Service benchmark, side by side in one run (one uvicorn worker each, wrk on loopback):
+
+  (a) stock rest-model-service (`uvicorn rest_model_service.main:app`) serving a no-op model,
+  (b) our service (`python -m cachedmodel.service`) with the real model and no cache,
+  (c) our service on cache hits (example config, Redis tier, every request a hit).
+
+Targets: (c) >= 1.0x the throughput of (a) — a hit costs no more than the stock service doing
+nothing — and (c) >= 5x the throughput of (b). (a) and (c) run in alternating rounds so both see
+the same machine load; the best round of each counts. Writes bench/results/service.{json,md}.
+Needs `wrk` (Debian package; `make setup` installs it). Bounded: about a minute.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from bench.common import markdown_table, write_results
+from insurance_charges_model.workload import workload
+from tests.support.model_service import EXAMPLE_CONFIG, MODEL_FILES_HINT, ModelService, artifact_missing
+from tests.support.redis_server import RedisServer
+
+NAME = "service"
+DURATION_S = 8
+WARMUP_S = 2
+CONNECTIONS = 16
+ROUNDS = 2
+DISTINCT_BODIES = 200
+TARGETS = {"hit_vs_stock_noop_min": 1.0, "hit_vs_model_min": 5.0}
+PATH = "/api/models/insurance_charges_model/prediction"
+
+WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_script(bodies: list[dict]) -> str:
+    """Lua for wrk that POSTs the bodies in turn and prints one parseable RESULT line (pure)."""
+    return WRK_SCRIPT % ", ".join("[==[" + json.dumps(body) + "]==]" for body in bodies)
+
+
+def parse_wrk(output: str) -> dict:
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", output)
+    if match is None:
+        raise RuntimeError(f"no RESULT line in wrk output:\n{output}")
+    requests, duration_us, status_errors, socket_errors, p50_us, p99_us = map(int, match.groups())
+    return {"requests": requests, "rps": round(requests / (duration_us / 1e6), 1), "p50_ms": round(p50_us / 1000, 2),
+            "p99_ms": round(p99_us / 1000, 2), "non_2xx": status_errors, "socket_errors": socket_errors}
+
+
+def run_wrk(url: str, script: Path, seconds: int) -> dict:
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr or result.stdout}")
+    return parse_wrk(result.stdout)
+
+
+def measure(service: ModelService, script: Path) -> dict:
+    run_wrk(service.url + PATH, script, WARMUP_S)
+    stats = run_wrk(service.url + PATH, script, DURATION_S)
+    if stats["non_2xx"] or stats["socket_errors"]:
+        raise RuntimeError(f"errors under load: {stats}\n{service.logs()[-3000:]}")
+    return stats
+
+
+def cache_counters(service: ModelService) -> tuple[float, float]:
+    text = httpx.get(service.url + "/metrics").text
+    value = lambda name: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()  # noqa: E731
+                             if line.startswith(name + "{"))
+    return value("cachedmodel_cache_hits_total"), value("cachedmodel_cache_misses_total")
+
+
+def write_config(directory: Path, name: str, model_class: str, cached: bool) -> Path:
+    document = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    model = document["models"][0]
+    model["class_path"] = model_class
+    if not cached:
+        model.pop("decorators", None)
+    document.pop("logging", None)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def main() -> dict:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk not found: `make setup` installs it (Debian package wrk)")
+    if artifact_missing():
+        raise RuntimeError(MODEL_FILES_HINT)
+    bodies = workload(DISTINCT_BODIES, repeat_share=0.0, seed=11)
+    uncached_bodies = workload(4000, repeat_share=0.0, seed=12)
+    with tempfile.TemporaryDirectory(prefix="cachedmodel-bench-") as tmp, RedisServer() as redis_server:
+        tmp_path = Path(tmp)
+        hits_script, miss_script = tmp_path / "hits.lua", tmp_path / "misses.lua"
+        hits_script.write_text(wrk_script(bodies))
+        miss_script.write_text(wrk_script(uncached_bodies))
+        stock = ModelService(config=write_config(tmp_path, "stock", "bench.noop_model.NoopModel", cached=False))
+        stock.command = [sys.executable, "-m", "uvicorn", "rest_model_service.main:app", "--host", "127.0.0.1",
+                         "--port", str(stock.port), "--no-access-log"]
+        model = ModelService(config=write_config(tmp_path, "model", "insurance_charges_model.model."
+                                                 "InsuranceChargesModel", cached=False))
+        cached = ModelService(config=EXAMPLE_CONFIG, env={"REDIS_URL": redis_server.url})
+        services = (stock, model, cached)
+        runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
+        try:
+            for service in services:
+                service.start()
+            with httpx.Client(base_url=cached.url, timeout=10) as client:  # warm the cache: every body once
+                for body in bodies:
+                    client.post(PATH, json=body).raise_for_status()
+            hits_before, misses_before = cache_counters(cached)
+            for round_number in range(ROUNDS):
+                print(f"  round {round_number + 1}/{ROUNDS}: (a) stock no-op ...", flush=True)
+                runs["a"].append(measure(stock, hits_script))
+                print(f"  round {round_number + 1}/{ROUNDS}: (c) our service, cache hits ...", flush=True)
+                runs["c"].append(measure(cached, hits_script))
+            print("  (b) our service, real model, uncached ...", flush=True)
+            runs["b"].append(measure(model, miss_script))
+            hits_after, misses_after = cache_counters(cached)
+        finally:
+            for service in services:
+                service.cleanup()
+    if misses_after != misses_before:
+        raise RuntimeError(f"(c) was not all hits: {misses_after - misses_before:.0f} misses")
+    best = {key: max(values, key=lambda stats: stats["rps"]) for key, values in runs.items()}
+    ratios = {"hit_vs_stock_noop": round(best["c"]["rps"] / best["a"]["rps"], 2),
+              "hit_vs_model": round(best["c"]["rps"] / best["b"]["rps"], 2)}
+    met = {"hit_vs_stock_noop": ratios["hit_vs_stock_noop"] >= TARGETS["hit_vs_stock_noop_min"],
+           "hit_vs_model": ratios["hit_vs_model"] >= TARGETS["hit_vs_model_min"]}
+    labels = {"a": "(a) stock rest-model-service, no-op model", "b": "(b) our service, real model, no cache",
+              "c": "(c) our service, cache hits (Redis)"}
+    rows = [[labels[k], f"{best[k]['rps']:.0f}", f"{best[k]['p50_ms']:.2f}", f"{best[k]['p99_ms']:.2f}",
+             f"{best[k]['rps'] / best['a']['rps']:.2f}x"] for k in ("a", "b", "c")]
+    markdown = (
+        f"One uvicorn worker per service, wrk -t1 -c{CONNECTIONS} on loopback, {DURATION_S} s per run after "
+        f"{WARMUP_S} s warm-up; (a)/(c) alternate for {ROUNDS} rounds, best round shown; "
+        f"{DISTINCT_BODIES} distinct bodies for (a)/(c) (all hits for (c): "
+        f"{hits_after - hits_before:.0f} hits, 0 misses), 4,000 distinct for (b).\n\n"
+        + markdown_table(["service", "req/s", "p50 ms", "p99 ms", "vs (a)"], rows)
+        + f"\n\n(c)/(a) = **{ratios['hit_vs_stock_noop']:.2f}x** (target >= {TARGETS['hit_vs_stock_noop_min']}x, "
+        f"{'met' if met['hit_vs_stock_noop'] else 'NOT met'}); (c)/(b) = **{ratios['hit_vs_model']:.1f}x** "
+        f"(target >= {TARGETS['hit_vs_model_min']}x, {'met' if met['hit_vs_model'] else 'NOT met'}).\n")
+    data = {"config": {"duration_s": DURATION_S, "warmup_s": WARMUP_S, "connections": CONNECTIONS, "rounds": ROUNDS,
+                       "distinct_bodies": DISTINCT_BODIES},
+            "runs": runs, "best": best, "ratios": ratios, "targets": TARGETS, "targets_met": met,
+            "cache": {"hits": hits_after - hits_before, "misses": misses_after - misses_before}}
+    write_results(NAME, data, markdown)
+    print(markdown)
+    return data
+
+
+if __name__ == "__main__":
+    main()

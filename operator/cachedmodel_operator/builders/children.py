@@ -1,0 +1,46 @@
+"""The full set of children of a CachedModel, in apply order."""
+from __future__ import annotations
+
+import secrets
+
+from cachedmodel_operator.builders.model import model_deployment, model_service
+from cachedmodel_operator.builders.redis import (redis_config_map, redis_headless_service, redis_network_policy,
+                                                 redis_pdb, redis_secret, redis_service, redis_statefulset)
+from cachedmodel_operator.builders.service_config import config_checksum, service_config_map
+from cachedmodel_operator.resource import CachedModel
+
+
+def desired_children(cm: CachedModel, auth_uid: str | None = None) -> list[dict]:
+    """Every child except the password Secret (created once, never re-applied), config before workloads."""
+    config = service_config_map(cm)
+    children = [config]
+    if cm.redis_mode == "managed":
+        redis_config = redis_config_map(cm)
+        children += [
+            redis_config,
+            redis_headless_service(cm),
+            redis_service(cm),
+            redis_statefulset(cm, config_checksum(redis_config["data"]), auth_uid),
+            redis_network_policy(cm),
+            redis_pdb(cm),
+        ]
+    children += [model_deployment(cm, config_checksum(config["data"]), auth_uid), model_service(cm)]
+    return children
+
+
+def new_password() -> str:
+    """256 bits, URL-safe alphabet (safe inside redis.conf quotes and URLs)."""
+    return secrets.token_urlsafe(32)
+
+
+def password_secret(cm: CachedModel, password: str | None = None) -> dict | None:
+    """The managed Redis password Secret, or None when Redis is not managed."""
+    if cm.redis_mode != "managed":
+        return None
+    return redis_secret(cm, password or new_password())
+
+
+def render_all(cm: CachedModel, password: str | None = None) -> list[dict]:
+    """What `cachedmodel-operator render` prints: the Secret (with a fresh password) and every child."""
+    secret = password_secret(cm, password)
+    return ([secret] if secret else []) + desired_children(cm)

@@ -1,0 +1,103 @@
+"""The model-service Deployment and Service (rest-model-service serving the model, decorator inside)."""
+from __future__ import annotations
+
+from cachedmodel_operator.builders.service_config import CONFIG_DIR, CONFIG_PATH
+from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
+
+APP = "model-service"
+COMPONENT = "model"
+RUN_AS = 10001
+
+
+def model_env(cm: CachedModel) -> list[dict]:
+    """Operator-set variables first (the image contract), then the user's spec.model.env."""
+    env = [
+        {"name": "PORT", "value": str(cm.model["port"])},
+        {"name": "REST_CONFIG", "value": CONFIG_PATH},
+    ]
+    if cm.redis_url:
+        env.append({"name": "REDIS_URL", "value": cm.redis_url})
+    secret = cm.password_secret
+    if secret:
+        env.append({"name": "REDIS_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": secret[0], "key": secret[1]}}})
+    return env + list(cm.model.get("env") or [])
+
+
+def _probe(path: str, period: int, failures: int) -> dict:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+            "timeoutSeconds": 2, "failureThreshold": failures}
+
+
+def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None = None) -> dict:
+    """Deployment of the model service; the config checksum (and Redis Secret uid) roll the pods on change."""
+    selector = cm.selector_labels(COMPONENT, APP)
+    annotations = {CONFIG_CHECKSUM: config_checksum}
+    if auth_uid:
+        annotations[AUTH_UID] = auth_uid
+    container = {
+        "name": "model",
+        "image": cm.model["image"],
+        "ports": [{"name": "http", "containerPort": cm.model["port"], "protocol": "TCP"}],
+        "env": model_env(cm),
+        "resources": cm.model.get("resources") or {},
+        "startupProbe": _probe("/api/health/startup", 2, 60),
+        "livenessProbe": _probe("/api/health", 10, 3),
+        "readinessProbe": _probe("/api/health/ready", 5, 3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if cm.model.get("imagePullPolicy"):
+        container["imagePullPolicy"] = cm.model["imagePullPolicy"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": cm.metadata(cm.model_name, COMPONENT, APP),
+        "spec": {
+            "replicas": cm.model["replicas"],
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": cm.labels(COMPONENT, APP), "annotations": annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": cm.config_name}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def model_service(cm: CachedModel) -> dict:
+    """ClusterIP Service in front of the model pods: http://<name>.<namespace>.svc:<port>."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": cm.metadata(cm.model_name, COMPONENT, APP),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": cm.selector_labels(COMPONENT, APP),
+            "ports": [{"name": "http", "port": cm.model["port"], "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

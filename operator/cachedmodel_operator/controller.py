@@ -1,0 +1,194 @@
+"""kopf wiring: one asyncio worker per CachedModel, woken by its own events and by its children's.
+
+Why not kopf's create/update/daemon handlers: daemons and change handlers make kopf add a finalizer
+and progress annotations; with owner references the garbage collector already deletes children, so
+the operator only needs to watch and converge. Each worker:
+  * reconciles fully (apply every child + status) on start/resume, on a spec change (generation),
+    when a child is deleted or drifted, and every RESYNC_SECONDS;
+  * refreshes status only when a Deployment/StatefulSet reports progress;
+  * on failure writes Ready=False/ReconcileError + a Warning event and retries with exponential
+    backoff (never a hot loop); a spec change cuts the backoff short.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from cachedmodel_operator import schema
+from cachedmodel_operator.drift import drifted
+from cachedmodel_operator.kube import Kube, load_api_client
+from cachedmodel_operator.reconcile import Memory, reconcile, report_error
+from cachedmodel_operator.resource import LABEL_MANAGED_BY, MANAGER
+
+log = logging.getLogger("cachedmodel_operator")
+
+RESYNC_SECONDS = float(os.environ.get("CACHEDMODEL_RESYNC_SECONDS", "30"))
+DEBOUNCE_SECONDS = 0.05
+BACKOFF_START, BACKOFF_MAX = 2.0, 300.0
+CHILD_RESOURCES = [
+    ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"), ("", "v1", "services"),
+    ("", "v1", "configmaps"), ("networking.k8s.io", "v1", "networkpolicies"),
+    ("policy", "v1", "poddisruptionbudgets"),
+]
+STATUS_KINDS = ("Deployment", "StatefulSet")
+
+
+@dataclass
+class Worker:
+    """The converging loop of one CachedModel."""
+
+    body: dict
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    spec_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    full: bool = True
+    memory: Memory = field(default_factory=Memory)
+    generation: int | None = None
+    failures: int = 0
+    last_error: str | None = None
+    task: asyncio.Task | None = None
+
+    def request(self, full: bool) -> None:
+        self.full = self.full or full
+        self.wake.set()
+
+
+class Controller:
+    def __init__(self) -> None:
+        self.workers: dict[tuple[str, str], Worker] = {}
+        self.kube: Kube | None = None
+
+    def kube_client(self) -> Kube:
+        if self.kube is None:
+            self.kube = Kube(load_api_client(os.environ.get("KUBECONFIG") or None))
+        return self.kube
+
+    # ---- events
+    def on_cachedmodel(self, event_type: str | None, obj: dict) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace"), meta.get("name"))
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            worker = self.workers.pop(key, None)
+            if worker and worker.task:
+                worker.task.cancel()
+            return
+        worker = self.workers.get(key)
+        if worker is None:
+            worker = self.workers[key] = Worker(body=obj)
+            worker.generation = meta.get("generation")
+            worker.task = asyncio.get_running_loop().create_task(self.run(key, worker), name=f"cachedmodel {key}")
+            worker.wake.set()
+            return
+        worker.body = obj
+        if meta.get("generation") != worker.generation:
+            worker.generation = meta.get("generation")
+            worker.spec_changed.set()
+            worker.request(full=True)
+
+    def on_child(self, event_type: str | None, obj: dict) -> None:
+        meta = obj.get("metadata") or {}
+        owners = [ref for ref in meta.get("ownerReferences") or []
+                  if ref.get("kind") == schema.KIND and ref.get("controller")]
+        if not owners:
+            return
+        worker = self.workers.get((meta.get("namespace"), owners[0]["name"]))
+        if worker is None:
+            return
+        kind = obj.get("kind")
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            worker.request(full=True)
+            return
+        desired = worker.memory.desired.get((kind, meta.get("name")))
+        if desired is not None and drifted(obj, desired):
+            worker.request(full=True)
+        elif kind in STATUS_KINDS:
+            worker.request(full=False)
+
+    # ---- the loop
+    async def run(self, key: tuple[str, str], worker: Worker) -> None:
+        while True:
+            if worker.failures:
+                delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (worker.failures - 1)) * random.uniform(0.9, 1.1)
+                await _wait(worker.spec_changed, delay)
+            else:
+                if not await _wait(worker.wake, RESYNC_SECONDS):
+                    worker.full = True
+                await asyncio.sleep(DEBOUNCE_SECONDS)
+            worker.wake.clear()
+            worker.spec_changed.clear()
+            full, worker.full = worker.full or bool(worker.failures), False
+            body = worker.body
+            try:
+                await asyncio.to_thread(reconcile, self.kube_client(), body, worker.memory, full)
+                if worker.failures:
+                    log.info("CachedModel %s/%s reconciled again after %d failure(s)", *key, worker.failures)
+                worker.failures, worker.last_error = 0, None
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # every failure becomes status + event + backoff
+                worker.failures += 1
+                message = _describe(error)
+                log.warning("CachedModel %s/%s reconcile failed (attempt %d): %s", *key, worker.failures, message)
+                await asyncio.to_thread(self._report, body, worker, message)
+
+    def _report(self, body: dict, worker: Worker, message: str) -> None:
+        kube = self.kube_client()
+        if message != worker.last_error or worker.failures in (1, 5, 10) or worker.failures % 20 == 0:
+            kube.warn(body, "ReconcileError", message)
+        worker.last_error = message
+        try:
+            report_error(kube, body, worker.memory, message)
+        except Exception as error:  # status is best effort while the API is failing
+            log.warning("could not write error status: %s", _describe(error))
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        import json
+        try:
+            detail = json.loads(error.body or "{}").get("message") or error.reason
+        except ValueError:
+            detail = error.reason
+        return f"Kubernetes API {error.status}: {detail}"
+    return f"{type(error).__name__}: {error}"
+
+
+CONTROLLER = Controller()
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLER) -> None:
+    """Attach the handlers to a kopf registry."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_):
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+
+    @kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, registry=registry)
+    async def cachedmodel_event(event, **_):
+        controller.on_cachedmodel(event.get("type"), event["object"])
+
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.on.event(group, version, plural, registry=registry, id=f"child-{plural}",
+                      labels={LABEL_MANAGED_BY: MANAGER})(_child_handler(controller))
+
+
+def _child_handler(controller: Controller):
+    async def child_event(event, **_):
+        controller.on_child(event.get("type"), event["object"])
+    return child_event

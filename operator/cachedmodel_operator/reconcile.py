@@ -1,0 +1,109 @@
+"""One reconcile of one CachedModel: make the children match the spec, then tell the truth in status.
+
+Synchronous (runs in a worker thread); all decisions come from the pure builders and status modules.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from kubernetes.client.exceptions import ApiException
+
+from cachedmodel_operator import builders
+from cachedmodel_operator.kube import Kube
+from cachedmodel_operator.resource import PASSWORD_KEY, CachedModel
+from cachedmodel_operator.status import compute_status, status_changed
+
+log = logging.getLogger(__name__)
+REDIS_KINDS = ("StatefulSet", "Service", "Service", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Secret")
+
+
+@dataclass
+class Memory:
+    """What a worker remembers between reconciles of one CachedModel."""
+
+    desired: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, name) -> last applied manifest
+    pruned_mode: str | None = None  # the non-managed Redis mode we already cleaned up for
+    status: dict | None = None  # the status we last wrote
+
+
+def ensure_secret(kube: Kube, cm: CachedModel) -> str:
+    """Create the Redis password Secret once; never rewrite an existing one. Returns its uid."""
+    live = kube.get("Secret", cm.namespace, cm.redis_secret_name)
+    if live is not None and PASSWORD_KEY not in (live.get("data") or {}):
+        log.warning("Secret %s/%s lost its %r key: replacing it", cm.namespace, cm.redis_secret_name, PASSWORD_KEY)
+        kube.delete("Secret", cm.namespace, cm.redis_secret_name)
+        live = None
+    if live is None:
+        try:
+            live = kube.create(builders.password_secret(cm))
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            live = kube.get("Secret", cm.namespace, cm.redis_secret_name)
+    return live["metadata"]["uid"]
+
+
+def prune_redis(kube: Kube, cm: CachedModel) -> None:
+    """Remove managed-Redis children left from an earlier spec (switched to external Redis or cache off)."""
+    names = {"StatefulSet": [cm.redis_name], "Service": [cm.redis_name, cm.redis_headless_name],
+             "ConfigMap": [cm.redis_config_name], "NetworkPolicy": [cm.redis_name],
+             "PodDisruptionBudget": [cm.redis_name], "Secret": [cm.redis_secret_name]}
+    for kind, kind_names in names.items():
+        for name in kind_names:
+            if kube.delete(kind, cm.namespace, name, owner_uid=cm.uid):
+                log.info("pruned %s %s/%s (spec.redis mode is now %s)", kind, cm.namespace, name, cm.redis_mode)
+
+
+def apply_child(kube: Kube, child: dict) -> dict:
+    """Server-side apply; a StatefulSet whose immutable fields changed (e.g. persistence) is replaced."""
+    try:
+        return kube.apply(child)
+    except ApiException as error:
+        if error.status == 422 and child["kind"] == "StatefulSet" and "Forbidden" in (error.body or ""):
+            meta = child["metadata"]
+            log.info("replacing StatefulSet %s/%s: immutable fields changed", meta["namespace"], meta["name"])
+            kube.delete("StatefulSet", meta["namespace"], meta["name"])
+            return kube.apply(child)
+        raise
+
+
+def reconcile(kube: Kube, body: dict, memory: Memory, full: bool = True) -> dict:
+    """Apply children (when full) and write status; returns the status. Raises on API errors."""
+    cm = CachedModel.from_body(body)
+    live: dict[tuple[str, str], dict] = {}
+    if full:
+        auth_uid = ensure_secret(kube, cm) if cm.redis_mode == "managed" else None
+        if cm.redis_mode != "managed" and memory.pruned_mode != cm.redis_mode:
+            prune_redis(kube, cm)
+            memory.pruned_mode = cm.redis_mode
+        elif cm.redis_mode == "managed":
+            memory.pruned_mode = None
+        desired = builders.desired_children(cm, auth_uid)
+        memory.desired = {(c["kind"], c["metadata"]["name"]): c for c in desired}
+        for child in desired:
+            live[(child["kind"], child["metadata"]["name"])] = apply_child(kube, child)
+    deployment = live.get(("Deployment", cm.model_name)) or kube.get("Deployment", cm.namespace, cm.model_name)
+    statefulset = None
+    if cm.redis_mode == "managed":
+        statefulset = (live.get(("StatefulSet", cm.redis_name))
+                       or kube.get("StatefulSet", cm.namespace, cm.redis_name))
+    return write_status(kube, cm, body, memory, compute_status(
+        cm, deployment, statefulset, old_status=memory.status or body.get("status")))
+
+
+def write_status(kube: Kube, cm: CachedModel, body: dict, memory: Memory, status: dict) -> dict:
+    old = memory.status or body.get("status")
+    if status_changed(old, status):
+        kube.patch_status(cm.namespace, cm.name, status)
+    memory.status = status
+    return status
+
+
+def report_error(kube: Kube, body: dict, memory: Memory, message: str) -> None:
+    """Ready=False/ReconcileError in status (best effort) after a failed reconcile."""
+    cm = CachedModel.from_body(body)
+    deployment = kube.get("Deployment", cm.namespace, cm.model_name)
+    statefulset = kube.get("StatefulSet", cm.namespace, cm.redis_name) if cm.redis_mode == "managed" else None
+    write_status(kube, cm, body, memory, compute_status(
+        cm, deployment, statefulset, old_status=memory.status or body.get("status"), error=message))

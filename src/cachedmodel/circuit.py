@@ -1,0 +1,74 @@
+"""Circuit breaker: after N consecutive Redis failures stop calling Redis for a while.
+
+closed --N consecutive failures--> open --reset interval passed--> half-open (one probe call)
+half-open --probe succeeds--> closed;  half-open --probe fails--> open again (new interval).
+
+While open, lookups are skipped at once, so a dead Redis does not add its timeout to every request.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, failure_threshold: int = 3, reset_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be >= 1")
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.state = CLOSED
+        self.failures = 0
+        self._opened_at = 0.0
+        self._probe_in_flight = False
+
+    def allow(self) -> bool:
+        """May the caller talk to Redis now? In half-open state only one caller (the probe) may."""
+        if self.state == CLOSED:  # fast path, no lock: the hot path of every request
+            return True
+        with self._lock:
+            if self.state == CLOSED:
+                return True
+            if self.state == OPEN and self._clock() - self._opened_at >= self.reset_seconds:
+                self.state = HALF_OPEN
+                self._probe_in_flight = False
+            if self.state == HALF_OPEN and not self._probe_in_flight:
+                self._probe_in_flight = True
+                return True
+            return False
+
+    def record_success(self) -> bool:
+        """Note a successful Redis call; returns True when this closes an open circuit (recovery)."""
+        if self.state == CLOSED and self.failures == 0:
+            return False
+        with self._lock:
+            recovered = self.state != CLOSED
+            self.state = CLOSED
+            self.failures = 0
+            self._probe_in_flight = False
+            return recovered
+
+    def record_failure(self) -> bool:
+        """Note a failed Redis call; returns True when this opens the circuit."""
+        with self._lock:
+            if self.state == HALF_OPEN:
+                self._open()
+                return True
+            if self.state == OPEN:
+                return False
+            self.failures += 1
+            if self.failures >= self.failure_threshold:
+                self._open()
+                return True
+            return False
+
+    def _open(self) -> None:
+        self.state = OPEN
+        self._opened_at = self._clock()
+        self._probe_in_flight = False

@@ -1,0 +1,292 @@
+"""RedisCachingDecorator: memoizes an ml_base model's predictions in Redis (plus an optional local tier).
+
+Request path of `predict(data)`:
+  input (rounded copy if reduced precision) -> key -> local tier -> Redis GET (unless the circuit is
+  open) -> on a miss: the model, once per concurrent burst of the key (single-flight) -> SET.
+Every cache failure falls back to the model, is counted, and is logged once per burst.
+
+ml_base decorators forward attribute writes to the wrapped model, so state lives in self.__dict__.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import typing
+from typing import Any
+
+from ml_base.decorator import MLModelDecorator
+from ml_base.ml_model import MLModel
+from pydantic import BaseModel
+
+from cachedmodel.backend import CacheBackendError, RedisBackend
+from cachedmodel.circuit import CLOSED, CircuitBreaker
+from cachedmodel.codecs import VALUE_FORMAT, DecodeError, ValueCodec
+from cachedmodel.keys import KeyBuilder, namespace_bytes
+from cachedmodel.local_cache import LocalCache
+from cachedmodel.metrics import BurstLogger, ModelMetrics
+from cachedmodel.options import CacheOptions, ConfigurationError, parse_options
+from cachedmodel.singleflight import SingleFlight
+
+logger = logging.getLogger("cachedmodel")
+_perf_counter = time.perf_counter
+
+
+def _allows_float(annotation: Any) -> bool:
+    if annotation is float:
+        return True
+    return any(_allows_float(arg) for arg in typing.get_args(annotation))
+
+
+class RedisCachingDecorator(MLModelDecorator):
+    """Caches predictions of the decorated model in Redis; see the README section "The decorator"."""
+
+    def __init__(self, model: MLModel | None = None, **configuration: Any) -> None:
+        options = parse_options(configuration)
+        super().__init__(model=None, **configuration)
+        state = self.__dict__
+        state["options"] = options
+        state["_backend"] = RedisBackend(options)
+        state["_breaker"] = CircuitBreaker(options.circuit_breaker_failures, options.circuit_breaker_reset_seconds)
+        state["_local"] = (LocalCache(options.local_cache_size, options.local_cache_ttl_seconds)
+                           if options.local_cache_size else None)
+        state["_flight"] = SingleFlight() if options.single_flight else None
+        state["_codec"] = ValueCodec(options.serder, options.use_compression)
+        state["_keys"] = None
+        if model is not None:
+            self.set_model(model)
+
+    def __repr__(self) -> str:
+        return f"RedisCachingDecorator({self.__dict__['_model']!s}, redis={self._backend.describe})"
+
+    # ---------------------------------------------------------------- setup
+    def set_model(self, model: MLModel) -> "RedisCachingDecorator":
+        """Wrap `model`; checks field names against its schemas and fixes the key namespace."""
+        super().set_model(model)
+        options: CacheOptions = self.options
+        input_type = model.input_schema
+        output_type = model.output_schema
+        input_fields = dict(input_type.model_fields)
+        name = model.qualified_name
+
+        hashing_fields = options.hashing_fields or tuple(input_fields)
+        for option, names in (("hashing_fields", hashing_fields),
+                              ("reduced_precision_fields", options.reduced_precision_fields or ())):
+            for field in names:
+                if field not in input_fields:
+                    raise ConfigurationError(f"option '{option}': '{field}' is not an input field of model "
+                                             f"{name} (input fields: {', '.join(input_fields)})")
+        for field in options.reduced_precision_fields or ():
+            if not _allows_float(input_fields[field].annotation):
+                raise ConfigurationError(f"option 'reduced_precision_fields': input field '{field}' of model "
+                                         f"{name} is not a float field")
+
+        namespace = namespace_bytes(
+            qualified_name=name, version=model.version, prefix=options.prefix, hashing_fields=hashing_fields,
+            reduced_precision_fields=options.reduced_precision_fields or (),
+            number_of_places=options.number_of_places, serder=options.serder,
+            use_compression=options.use_compression, value_format=VALUE_FORMAT)
+        state = self.__dict__
+        state["_input_type"] = input_type
+        state["_output_type"] = output_type
+        state["_output_fields"] = tuple(output_type.model_fields)
+        state["_validate_output"] = output_type.model_validate
+        state["_round_fields"] = options.reduced_precision_fields or ()
+        state["_metrics"] = ModelMetrics(name)
+        state["_events"] = BurstLogger(name)
+        state["_keys"] = KeyBuilder(namespace, options.prefix, hashing_fields)
+        return self
+
+    # ---------------------------------------------------------------- public API
+    def cache_key(self, data: Any) -> str:
+        """The Redis key of an input (after reduced precision), stable across processes and machines."""
+        self._require_model()
+        return self._keys.key(self._prepare_input(data)).decode()
+
+    def predict(self, data: Any) -> BaseModel:
+        """A cached prediction when there is one, otherwise the model's (then stored)."""
+        if self._keys is None:
+            self._require_model()
+        if type(data) is not self._input_type or self._round_fields:
+            data = self._prepare_input(data)  # an invalid input raises here, as the model would
+        try:
+            key = self._keys.key(data)
+        except Exception as error:  # noqa: BLE001 - an input we cannot key is predicted uncached
+            self._count_error("encode", f"cannot build a key: {error}")
+            return self._model.predict(data=data)
+        output = self._lookup(key)
+        if output is not None:
+            return output
+        self._metrics.misses.inc()
+        flight = self._flight
+        if flight is None:
+            return self._predict_and_store(key, data)
+        output, shared = flight.do(key, lambda: self._predict_and_store(key, data))
+        if shared:
+            self._metrics.shared.inc()
+            return output.model_copy() if isinstance(output, BaseModel) else output
+        return output
+
+    def get_cached(self, data: Any) -> BaseModel | None:
+        """Hit-only lookup: the cached output for `data`, or None (miss or any error). Never calls the model."""
+        try:
+            self._require_model()
+            return self._lookup(self._keys.key(self._prepare_input(data)))
+        except Exception as error:  # noqa: BLE001
+            self._count_error("other", f"get_cached failed: {error}")
+            return None
+
+    async def aget_cached(self, data: Any) -> BaseModel | None:
+        """Async hit-only lookup (redis.asyncio, one client per event loop); None on miss or any error."""
+        try:
+            self._require_model()
+            key = self._keys.key(self._prepare_input(data))
+            output = self._local_lookup(key)
+            if output is not None or not self._breaker.allow():
+                return output
+            started = _perf_counter()
+            try:
+                stored = await self._backend.aget(key)
+            except CacheBackendError as error:
+                self._backend_failed(error)
+                return None
+            finally:
+                self._metrics.lookup_seconds.observe(_perf_counter() - started)
+            return self._from_redis(key, stored)
+        except Exception as error:  # noqa: BLE001
+            self._count_error("other", f"aget_cached failed: {error}")
+            return None
+
+    @property
+    def circuit_state(self) -> str:
+        """closed, open or half_open."""
+        return self._breaker.state
+
+    def close(self) -> None:
+        """Release the sync connection pool (async clients: `await aclose()` on their loop)."""
+        self._backend.close()
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+    # ---------------------------------------------------------------- internals
+    def _require_model(self) -> None:
+        if self.__dict__.get("_keys") is None:
+            raise RuntimeError("RedisCachingDecorator has no model yet: call set_model(model) first")
+
+    def _prepare_input(self, data: Any) -> BaseModel:
+        """The input as the model's schema; reduced precision fields rounded on a copy (caller's untouched)."""
+        if not isinstance(data, self._input_type):
+            data = self._input_type.model_validate(data if isinstance(data, dict) else dict(data))
+        round_fields = self._round_fields
+        if round_fields:
+            values = data.__dict__
+            places = self.options.number_of_places
+            updates = {field: round(values[field], places) for field in round_fields
+                       if type(values[field]) is float}
+            if updates:
+                data = data.model_copy(update=updates)
+        return data
+
+    def _build_output(self, stored: bytes) -> BaseModel:
+        """Stored bytes -> an output_schema instance (validation restores enums, nested models...)."""
+        values = self._codec.decode(stored)
+        fields = self._output_fields
+        if len(values) != len(fields):
+            raise DecodeError(f"value has {len(values)} fields, the output schema {len(fields)}")
+        return self._validate_output(dict(zip(fields, values)))
+
+    def _local_lookup(self, key: str) -> BaseModel | None:
+        local = self._local
+        if local is None:
+            return None
+        stored = local.get(key)
+        if stored is None:
+            return None
+        output = self._build_output(stored)
+        self._metrics.local_hits.inc()
+        return output
+
+    def _lookup(self, key: str) -> BaseModel | None:
+        """Local tier, then Redis (unless the circuit is open). None = use the model."""
+        if self._local is not None:
+            output = self._local_lookup(key)
+            if output is not None:
+                return output
+        breaker = self._breaker
+        if not breaker.allow():
+            return None
+        metrics = self._metrics
+        started = _perf_counter()
+        try:
+            stored = self._backend.get(key)
+        except CacheBackendError as error:
+            metrics.lookup_seconds.observe(_perf_counter() - started)
+            self._backend_failed(error)
+            return None
+        metrics.lookup_seconds.observe(_perf_counter() - started)
+        return self._from_redis(key, stored)
+
+    def _from_redis(self, key: str, stored: bytes | None) -> BaseModel | None:
+        breaker = self._breaker
+        if breaker.state != CLOSED or breaker.failures:
+            if breaker.record_success():
+                self._circuit_closed()
+        if stored is None:
+            return None
+        try:
+            output = self._build_output(stored)
+        except Exception as error:  # noqa: BLE001 - a corrupt entry is a miss; the SET replaces it
+            self._count_error("decode", f"entry {key!r} is unreadable ({error}); it will be replaced")
+            return None
+        if self._local is not None:
+            self._local.put(key, stored)
+        self._metrics.redis_hits.inc()
+        return output
+
+    def _predict_and_store(self, key: str, data: BaseModel) -> BaseModel:
+        output = self._model.predict(data=data)
+        if type(output) is not self._output_type:
+            self._count_error("encode", f"model returned {type(output).__name__}, not "
+                                        f"{self._output_type.__name__}; not cached")
+            return output
+        try:
+            stored = self._codec.encode([output.__dict__[field] for field in self._output_fields])
+        except Exception as error:  # noqa: BLE001
+            self._count_error("encode", f"cannot encode the output: {error}")
+            return output
+        if self._local is not None:
+            self._local.put(key, stored)
+        if self._breaker.allow():
+            try:
+                self._backend.set(key, stored, self.options.ttl_seconds)
+            except CacheBackendError as error:
+                self._backend_failed(error)
+            else:
+                if self._breaker.record_success():
+                    self._circuit_closed()
+        return output
+
+    def _count_error(self, kind: str, message: str) -> None:
+        metrics = self.__dict__.get("_metrics")
+        if metrics is not None:
+            metrics.errors.get(kind, metrics.errors["other"]).inc()
+            self._events.error(kind, message)
+        else:
+            logger.warning("cache error (%s) before a model was set: %s", kind, message)
+
+    def _backend_failed(self, error: CacheBackendError) -> None:
+        self._count_error(error.kind, f"{self._backend.describe}: {error}")
+        if not error.trips_breaker:
+            if self._breaker.record_success():  # the server answered (e.g. OOM): it is reachable
+                self._circuit_closed()
+            return
+        if self._breaker.record_failure():
+            self._metrics.circuit_open.set(1)
+            logger.warning("cache for %s: circuit open, skipping Redis at %s for %gs after %s errors",
+                           self._metrics.model, self._backend.describe, self._breaker.reset_seconds, error.kind)
+
+    def _circuit_closed(self) -> None:
+        self._metrics.circuit_open.set(0)
+        self._events.recovered()
+        logger.warning("cache for %s: Redis at %s reachable again, circuit closed",
+                       self._metrics.model, self._backend.describe)

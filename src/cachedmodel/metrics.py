@@ -1,0 +1,84 @@
+"""Prometheus collectors (created once per process, in the default registry) and burst-limited logging.
+
+The default registry is what rest-model-service's /metrics and prometheus_client's exporters
+expose. Every series is labelled with `model` (the model's qualified name).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+logger = logging.getLogger("cachedmodel")
+
+HITS = Counter("cachedmodel_cache_hits", "Predictions answered from the cache, by tier (local or redis).",
+               ["model", "tier"])
+MISSES = Counter("cachedmodel_cache_misses", "Lookups that found no usable entry (the model was called).",
+                 ["model"])
+ERRORS = Counter("cachedmodel_cache_errors",
+                 "Cache failures that fell back to the model, by kind "
+                 "(connection, timeout, oom, response, auth, decode, encode, other).", ["model", "kind"])
+LOOKUP_SECONDS = Histogram("cachedmodel_cache_lookup_seconds", "Latency of Redis lookups (GET), hit or miss.",
+                           ["model"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                               0.05, 0.1, 0.25, 0.5, 1.0))
+CIRCUIT_OPEN = Gauge("cachedmodel_circuit_breaker_open", "1 while Redis calls are skipped after repeated failures.",
+                     ["model"])
+SHARED = Counter("cachedmodel_singleflight_shared",
+                 "Predictions that waited for a concurrent identical miss instead of calling the model.", ["model"])
+
+ERROR_KINDS = ("connection", "timeout", "oom", "response", "auth", "decode", "encode", "other")
+
+
+class ModelMetrics:
+    """The collectors' children for one model label, resolved once (labels() is not free per request)."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.redis_hits = HITS.labels(model=model, tier="redis")
+        self.local_hits = HITS.labels(model=model, tier="local")
+        self.misses = MISSES.labels(model=model)
+        self.lookup_seconds = LOOKUP_SECONDS.labels(model=model)
+        self.circuit_open = CIRCUIT_OPEN.labels(model=model)
+        self.shared = SHARED.labels(model=model)
+        self.errors = {kind: ERRORS.labels(model=model, kind=kind) for kind in ERROR_KINDS}
+
+
+class BurstLogger:
+    """Log the first error of a burst, then at most one summary per `interval` until recovery."""
+
+    def __init__(self, name: str, interval: float = 60.0, clock=time.monotonic):
+        self.name = name
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._bursts: dict[str, list] = {}  # kind -> [last_logged_at, suppressed_count]
+
+    def error(self, kind: str, message: str) -> bool:
+        """Returns True when the message was logged (not suppressed)."""
+        now = self._clock()
+        with self._lock:
+            burst = self._bursts.get(kind)
+            if burst is None:
+                self._bursts[kind] = [now, 0]
+                suppressed = None
+            elif now - burst[0] >= self.interval:
+                suppressed, burst[0], burst[1] = burst[1], now, 0
+            else:
+                burst[1] += 1
+                return False
+        more = f" ({suppressed} more since the last message)" if suppressed else ""
+        logger.warning("cache for %s: %s error, answering from the model: %s%s", self.name, kind, message, more)
+        return True
+
+    def recovered(self, kinds: tuple[str, ...] | None = None) -> None:
+        """End the bursts of `kinds` (default: all); logs once if any was active."""
+        if not self._bursts:
+            return
+        with self._lock:
+            ended = [kind for kind in list(self._bursts) if kinds is None or kind in kinds]
+            for kind in ended:
+                del self._bursts[kind]
+        if ended:
+            logger.warning("cache for %s: recovered after %s errors", self.name, ", ".join(sorted(ended)))

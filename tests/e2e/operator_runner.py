@@ -1,0 +1,112 @@
+"""The operator that a chart or manifests install deployed, really running, on any cluster.
+
+- On a cluster that runs containers (CACHEDMODEL_REAL_PODS=1, kind): the in-cluster Deployment itself;
+  we wait for its rollout.
+- On the local control plane the Deployment's pod is a kwok fake that runs nothing, so the same
+  `cachedmodel-operator run` runs here as a local process, configured from the ConfigMap the pod
+  reads (envFrom) and authenticated with a token of the pod's ServiceAccount
+  (`kubectl create token`), never the admin's credentials: the chart's RBAC is what gets tested.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.helpers import REAL_PODS, get_json, wait_for
+from tests.support.operator_process import OperatorProcess
+
+
+def service_account_kubeconfig(admin_kubeconfig: str, token: str) -> dict:
+    """A kubeconfig for the same server and CA as the admin's, authenticated by a ServiceAccount token."""
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator-sa",
+        "clusters": [cluster],
+        "users": [{"name": "operator-sa", "user": {"token": token}}],
+        "contexts": [{"name": "operator-sa", "context": {"cluster": cluster["name"], "user": "operator-sa"}}],
+    }
+
+
+class DeployedOperator:
+    def __init__(self, cluster, namespace: str, deployment: str, workdir: Path):
+        self.cluster, self.namespace, self.deployment = cluster, namespace, deployment
+        self.workdir = workdir
+        self.process: OperatorProcess | None = None
+        self.started_with: str | None = None  # pod-template checksum the local process was started for
+
+    # ---- the Deployment
+    def spec(self) -> dict:
+        found = get_json(self.cluster, "deployment", self.deployment, "-n", self.namespace)
+        assert found, f"deployment {self.namespace}/{self.deployment} not found"
+        return found
+
+    def wait_rollout(self, timeout: int = 240) -> None:
+        self.cluster.kubectl("rollout", "status", f"deployment/{self.deployment}", "-n", self.namespace,
+                             f"--timeout={timeout}s", timeout=timeout + 15)
+
+    def template_checksum(self) -> str:
+        return self.spec()["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/config", "")
+
+    # ---- running it
+    def start(self) -> "DeployedOperator":
+        self.wait_rollout()
+        if not REAL_PODS:
+            self._start_local()
+        return self
+
+    def sync(self) -> None:
+        """After an upgrade: wait for the new pod; a changed pod template restarts the local process too."""
+        self.wait_rollout()
+        if not REAL_PODS and self.template_checksum() != self.started_with:
+            self.stop()
+            self._start_local()
+
+    def _start_local(self) -> None:
+        pod = self.spec()["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            config_map = get_json(self.cluster, "configmap", source["configMapRef"]["name"], "-n", self.namespace)
+            env.update((config_map or {}).get("data") or {})
+        token = self.cluster.kubectl("create", "token", pod["serviceAccountName"], "-n", self.namespace,
+                                     "--duration=2h").stdout.strip()
+        kubeconfig = self.workdir / f"operator-sa-{self.namespace}.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(service_account_kubeconfig(self.cluster.kubeconfig, token)))
+        kubeconfig.chmod(0o600)
+        namespaces = [n for n in env.get("WATCH_NAMESPACES", "").split(",") if n]
+        self.started_with = self.template_checksum()
+        self.process = OperatorProcess(str(kubeconfig), namespaces=namespaces,
+                                       resync_seconds=float(env.get("CACHEDMODEL_RESYNC_SECONDS", "30")),
+                                       extra_env=env, log_dir=self.workdir).start()
+
+    def healthy(self) -> bool:
+        if REAL_PODS:
+            status = self.spec().get("status") or {}
+            return status.get("availableReplicas", 0) >= 1
+        return self.process is not None and self.process.healthy()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def logs(self) -> str:
+        if self.process is not None:
+            return self.process.tail()
+        result = self.cluster.kubectl("logs", f"deployment/{self.deployment}", "-n", self.namespace,
+                                      "--tail=60", check=False)
+        return result.stdout + result.stderr
+
+    def wait(self, predicate, timeout: float, what: str, diagnose=None):
+        """wait_for with the operator's log tail (and the caller's diagnosis) in the failure message."""
+        return wait_for(predicate, timeout, what, interval=0.5,
+                        diagnose=lambda: (diagnose() if diagnose else "") + "\n--- operator log ---\n" + self.logs())
+
+
+def pod_names(cluster, namespace: str, selector: str) -> set[str]:
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
+    return {p["metadata"]["name"] for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")}

@@ -1,0 +1,95 @@
+"""The operator's service config, loaded by the real service-config parser and the real decorator.
+
+The operator never imports `cachedmodel`; they agree only through this YAML and the env names
+REDIS_URL / REDIS_PASSWORD. Here a config rendered by the operator's builders is parsed like the
+model image parses $REST_CONFIG, the decorator is built from it, and a prediction goes through a real
+redis-server (with a password, as the managed Redis has), so any drift between the two fails.
+"""
+import copy
+import importlib
+
+import pytest
+import redis
+
+from cachedmodel.service.config import parse_configuration
+from cachedmodel_operator import builders
+from cachedmodel_operator.builders.service_config import CONFIG_KEY
+from cachedmodel_operator.resource import CachedModel
+from tests.support.insurance_like_model import sample_input
+
+pytestmark = pytest.mark.integration
+
+BODY = {
+    "apiVersion": "cachedmodel.dev/v1alpha1",
+    "kind": "CachedModel",
+    "metadata": {"name": "contract", "namespace": "ml", "uid": "u"},
+    "spec": {"model": {"image": "x", "classPath": "tests.support.insurance_like_model.InsuranceLikeModel"}},
+}
+CACHES = {
+    "defaults": {},
+    "every-option": {"prefix": "v2", "hashingFields": ["age", "sex", "bmi", "children", "smoker", "region"],
+                     "serder": "JSON", "compression": True,
+                     "reducedPrecision": {"fields": ["bmi"], "numberOfPlaces": 2}, "ttlSeconds": 600,
+                     "socketTimeoutSeconds": 0.5, "socketConnectTimeoutSeconds": 0.5,
+                     "localCache": {"size": 100, "ttlSeconds": 5}},
+}
+
+
+def rendered_config(cache: dict):
+    body = copy.deepcopy(BODY)
+    body["spec"]["cache"] = cache
+    config_map = builders.service_config_map(CachedModel.from_body(body))
+    return parse_configuration(config_map["data"][CONFIG_KEY], source="operator ConfigMap")
+
+
+def build_model(configuration):
+    """What the service does with a config: import the model and its decorators, wrap it."""
+    (model_config,) = configuration.models
+    module, _, name = model_config.class_path.rpartition(".")
+    model = getattr(importlib.import_module(module), name)(**(model_config.configuration or {}))
+    wrapped = model
+    for decorator in model_config.decorators or []:
+        module, _, name = decorator.class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        wrapped = cls(**(decorator.configuration or {})).set_model(wrapped)
+    return model, wrapped
+
+
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_rendered_config_caches_through_real_redis(cache, redis_server_factory, monkeypatch):
+    server = redis_server_factory(password="s3cret-from-the-secret")
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{server.port}/0")  # as the operator sets it
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret-from-the-secret")  # from the Secret via secretKeyRef
+    model, wrapped = build_model(rendered_config(CACHES[cache]))
+    assert wrapped is not model, "the decorator must wrap the model"
+    first = wrapped.predict(sample_input())
+    second = wrapped.predict(sample_input())
+    assert first == second
+    assert model.calls == 1, "the second identical request must be a cache hit"
+    client = redis.Redis(port=server.port, password="s3cret-from-the-secret")
+    try:
+        assert client.dbsize() >= 1
+        if CACHES[cache].get("ttlSeconds"):
+            (key,) = client.keys("*")
+            assert 0 < client.ttl(key) <= 600
+    finally:
+        client.close()
+
+
+def test_wrong_password_degrades_to_the_model(redis_server_factory, monkeypatch):
+    """The env names match: with a wrong REDIS_PASSWORD the decorator falls back (it did read it)."""
+    server = redis_server_factory(password="right")
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{server.port}/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "wrong")
+    model, wrapped = build_model(rendered_config({}))
+    wrapped.predict(sample_input())
+    wrapped.predict(sample_input())
+    assert model.calls == 2, "no cache without the right password"
+
+
+def test_cache_disabled_config_serves_the_bare_model():
+    body = copy.deepcopy(BODY)
+    body["spec"]["cache"] = {"enabled": False}
+    config = parse_configuration(builders.service_config_map(CachedModel.from_body(body))["data"][CONFIG_KEY])
+    model, wrapped = build_model(config)
+    assert wrapped is model

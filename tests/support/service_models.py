@@ -1,0 +1,56 @@
+"""Small ml_base models for service tests that need a model to misbehave on purpose (real classes,
+loaded by the real service from a config's class_path)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ml_base import MLModel
+from pydantic import BaseModel, Field
+
+
+class EchoInput(BaseModel):
+    value: int = Field(ge=0, le=1000)
+
+
+class EchoOutput(BaseModel):
+    doubled: int
+
+
+class _Base(MLModel):
+    display_name = "test model"
+    description = "a model for service tests"
+    version = "0.0.1"
+    input_schema = EchoInput
+    output_schema = EchoOutput
+
+    def predict(self, data: EchoInput) -> EchoOutput:
+        return EchoOutput(doubled=2 * data.value)
+
+
+class GatedModel(_Base):
+    """Loading blocks until the file `gate` exists (bounded by `timeout`), so tests can watch the
+    probes while models are still loading, without timing guesses."""
+
+    qualified_name = "gated_model"
+
+    def __init__(self, gate: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not Path(gate).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gate file {gate} never appeared")
+            time.sleep(0.05)
+
+
+class FailingModel(_Base):
+    """Predicts for value < 500 and raises for the rest: a model error the service must report as a 5xx."""
+
+    qualified_name = "failing_model"
+
+    def __init__(self) -> None:
+        pass
+
+    def predict(self, data: EchoInput) -> EchoOutput:
+        if data.value >= 500:
+            raise RuntimeError(f"cannot handle value {data.value}")
+        return super().predict(data)

@@ -1,0 +1,138 @@
+"""The CRD schema as `render` applies it: defaults, field-level errors, and the CEL rules' Python twins."""
+import copy
+
+import pytest
+import yaml
+
+from cachedmodel_operator import schema
+from operator_samples import BASE
+
+
+def with_spec(**sections) -> dict:
+    out = copy.deepcopy(BASE)
+    for section, value in sections.items():
+        if section == "model":
+            out["spec"]["model"].update(value)
+        elif section == "metadata":
+            out["metadata"].update(value)
+        else:
+            out["spec"][section] = value
+    return out
+
+
+def test_crd_basics():
+    crd = schema.crd()
+    assert crd["spec"]["group"] == "cachedmodel.dev"
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["kind"] == "CachedModel"
+    assert "cmodel" in crd["spec"]["names"]["shortNames"]
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"Ready", "Replicas", "Maxmemory", "Policy", "Age"} <= columns
+
+
+def test_package_crd_is_the_chart_file():
+    from pathlib import Path
+    chart = Path(__file__).resolve().parents[3] / "charts/cachedmodel-operator/crds/cachedmodels.cachedmodel.dev.yaml"
+    assert yaml.safe_load(chart.read_text()) == schema.crd()
+
+
+def test_maxmemory_policies_are_the_eight_redis_policies():
+    redis = schema.openapi_schema()["properties"]["spec"]["properties"]["redis"]["properties"]
+    assert set(redis["maxmemoryPolicy"]["enum"]) == {
+        "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random",
+        "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
+
+
+def test_defaults_fill_cache_section():
+    out = schema.validate(copy.deepcopy(BASE))
+    assert out["spec"]["cache"] == {"enabled": True, "prefix": "", "hashingFields": [], "serder": "MessagePack",
+                                    "compression": False, "reducedPrecision": {"fields": []}, "ttlSeconds": 0}
+    assert out["spec"]["model"]["port"] == 8000
+    assert "redis" not in out["spec"], "managed Redis defaults are the operator's, not the schema's"
+
+
+def test_defaults_do_not_override_given_values():
+    out = schema.validate(with_spec(cache={"serder": "JSON", "ttlSeconds": 5}))
+    assert out["spec"]["cache"]["serder"] == "JSON" and out["spec"]["cache"]["ttlSeconds"] == 5
+
+
+@pytest.mark.parametrize("memory", ["256mb", "1GB", "100m", "1024", "512k", "64Kb", "10b"])
+def test_maxmemory_units_accepted(memory):
+    schema.validate(with_spec(redis={"maxmemory": memory}))
+
+
+# (spec change, field path the error must name)
+BAD = [
+    ({"cache": {"serder": "Pickle"}}, "spec.cache.serder"),
+    ({"redis": {"maxmemoryPolicy": "lru"}}, "spec.redis.maxmemoryPolicy"),
+    ({"redis": {"maxmemory": "256 MB"}}, "spec.redis.maxmemory"),
+    ({"redis": {"maxmemory": "0"}}, "spec.redis.maxmemory"),
+    ({"redis": {"maxmemory": "1tb"}}, "spec.redis.maxmemory"),
+    ({"model": {"replicas": -1}}, "spec.model.replicas"),
+    ({"model": {"port": 70000}}, "spec.model.port"),
+    ({"model": {"port": 80}}, "spec.model.port"),
+    ({"model": {"classPath": "not a path"}}, "spec.model.classPath"),
+    ({"model": {"resources": {"limits": {"memory": "lots"}}}}, "spec.model.resources.limits.memory"),
+    ({"redis": {"persistence": {"enabled": True, "size": "big"}}}, "spec.redis.persistence.size"),
+    ({"redis": {"external": {"url": "http://cache:6379"}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"url": "redis://c:6379"}, "maxmemory": "1gb"}}, "spec.redis.external"),
+    ({"redis": {"external": {"url": "redis://c:6379", "passwordSecretRef": {"name": "s"}}}},
+     "spec.redis.external.passwordSecretRef.key"),
+    ({"cache": {"reducedPrecision": {"fields": ["bmi"]}}}, "spec.cache.reducedPrecision.numberOfPlaces"),
+    ({"cache": {"reducedPrecision": {"fields": ["bmi"], "numberOfPlaces": 16}}},
+     "spec.cache.reducedPrecision.numberOfPlaces"),
+    ({"cache": {"hashingFields": ["age", "age"]}}, "spec.cache.hashingFields[1]"),
+    ({"cache": {"hashingFields": ["not-a-field"]}}, "spec.cache.hashingFields[0]"),
+    ({"cache": {"ttlSeconds": -1}}, "spec.cache.ttlSeconds"),
+    ({"cache": {"socketTimeoutSeconds": 0}}, "spec.cache.socketTimeoutSeconds"),
+    ({"cache": {"serdr": "JSON"}}, "spec.cache.serdr"),
+    ({"redis": {"maxmemoryPolicy": "volatile-lru"}}, "spec.redis.maxmemoryPolicy"),
+    ({"model": {"env": [{"name": "REDIS_URL", "value": "redis://elsewhere"}]}}, "spec.model.env[0].name"),
+    ({"model": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}, "spec.model.env[1]"),
+    ({"metadata": {"name": "Insurance_Charges"}}, "metadata.name"),
+    ({"metadata": {"name": "a" * 41}}, "metadata.name"),
+]
+
+
+@pytest.mark.parametrize("change,field", BAD, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD)])
+def test_bad_input_names_the_field(change, field):
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(with_spec(**change))
+    assert any(error.startswith(field + ":") for error in caught.value.errors), caught.value.errors
+
+
+def test_missing_required_fields():
+    obj = copy.deepcopy(BASE)
+    del obj["spec"]["model"]["image"]
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(obj)
+    assert "spec.model.image: Required value" in caught.value.errors
+
+
+def test_wrong_kind_is_refused():
+    obj = copy.deepcopy(BASE)
+    obj["kind"] = "Deployment"
+    with pytest.raises(schema.InvalidCachedModel, match="kind: must be CachedModel"):
+        schema.validate(obj)
+
+
+def test_volatile_policy_allowed_with_ttl():
+    schema.validate(with_spec(redis={"maxmemoryPolicy": "volatile-ttl"}, cache={"ttlSeconds": 60}))
+
+
+def test_every_cel_rule_has_a_python_twin():
+    """Each CEL rule of the CRD is listed here with an input that only it refuses; render must refuse it too."""
+    twins = {
+        ".": {"metadata": {"name": "9lives"}},
+        ".spec": {"redis": {"maxmemoryPolicy": "volatile-random"}},
+        ".spec.model.env": {"model": {"env": [{"name": "PORT", "value": "1"}]}},
+        ".spec.model.env[]": {"model": {"env": [{"name": "X", "value": "1", "valueFrom": {"fieldRef": {}}}]}},
+        ".spec.cache.reducedPrecision": {"cache": {"reducedPrecision": {"fields": ["bmi"]}}},
+        ".spec.redis": {"redis": {"external": {"url": "redis://c"}, "persistence": {"enabled": False}}},
+    }
+    assert sorted(path for path, _ in schema.cel_rules()) == sorted(twins)
+    for path, change in twins.items():
+        with pytest.raises(schema.InvalidCachedModel):
+            schema.validate(with_spec(**change))

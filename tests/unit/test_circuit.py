@@ -1,0 +1,67 @@
+"""Circuit breaker state machine, driven by a fake clock (pure logic, no Redis)."""
+import threading
+
+from cachedmodel.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_opens_after_n_consecutive_failures_only():
+    breaker = CircuitBreaker(3, 5.0, Clock())
+    assert breaker.record_failure() is False and breaker.record_failure() is False
+    breaker.record_success()  # not consecutive any more
+    assert breaker.record_failure() is False and breaker.record_failure() is False
+    assert breaker.state == CLOSED and breaker.allow()
+    assert breaker.record_failure() is True
+    assert breaker.state == OPEN and not breaker.allow()
+
+
+def test_half_open_lets_exactly_one_probe_through_after_the_interval():
+    clock = Clock()
+    breaker = CircuitBreaker(1, 5.0, clock)
+    breaker.record_failure()
+    clock.now += 4.9
+    assert not breaker.allow()
+    clock.now += 0.2
+    assert breaker.allow() and breaker.state == HALF_OPEN
+    assert not breaker.allow()  # the probe is in flight: everyone else still skips Redis
+
+
+def test_probe_success_closes_and_probe_failure_reopens_for_a_new_interval():
+    clock = Clock()
+    breaker = CircuitBreaker(2, 5.0, clock)
+    breaker.record_failure(), breaker.record_failure()
+    clock.now += 5
+    assert breaker.allow()
+    assert breaker.record_failure() is True and breaker.state == OPEN
+    clock.now += 4
+    assert not breaker.allow()
+    clock.now += 1
+    assert breaker.allow()
+    assert breaker.record_success() is True and breaker.state == CLOSED and breaker.allow()
+    assert breaker.record_success() is False  # no recovery to report twice
+    assert breaker.record_failure() is False  # the count restarted from zero
+
+
+def test_only_one_of_many_threads_probes():
+    clock = Clock()
+    breaker = CircuitBreaker(1, 1.0, clock)
+    breaker.record_failure()
+    clock.now += 1
+    allowed = []
+    barrier = threading.Barrier(16)
+
+    def probe():
+        barrier.wait()
+        allowed.append(breaker.allow())
+
+    threads = [threading.Thread(target=probe) for _ in range(16)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    assert allowed.count(True) == 1

@@ -1,0 +1,123 @@
+"""Cache keys: deterministic, type-aware, bound to field names, namespaced by model and options."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from cachedmodel.keys import KeyBuilder, canonical_bytes, namespace_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
+                    st.floats(allow_nan=False), st.text(max_size=20), st.binary(max_size=20))
+
+
+class Anything(BaseModel):
+    a: object = None
+    b: object = None
+
+
+def builder(**namespace_overrides) -> KeyBuilder:
+    namespace = dict(qualified_name="m", version="1", prefix="", hashing_fields=["a", "b"],
+                     reduced_precision_fields=[], number_of_places=None, serder="MessagePack",
+                     use_compression=False, value_format=1)
+    namespace.update(namespace_overrides)
+    return KeyBuilder(namespace_bytes(**namespace), namespace["prefix"], namespace["hashing_fields"])
+
+
+KEYS = builder()
+
+
+def _same(x, y) -> bool:
+    """Identical values: same type and same repr (so True/1/1.0 and 0.0/-0.0 count as different)."""
+    return type(x) is type(y) and repr(x) == repr(y)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=scalars, b=scalars)
+def test_equal_inputs_give_equal_keys(a, b):
+    assert KEYS.key(Anything(a=a, b=b)) == KEYS.key(Anything(a=a, b=b))
+
+
+@settings(max_examples=300, deadline=None)
+@given(a1=scalars, b1=scalars, a2=scalars, b2=scalars)
+def test_distinct_inputs_give_distinct_keys(a1, b1, a2, b2):
+    key1, key2 = KEYS.key(Anything(a=a1, b=b1)), KEYS.key(Anything(a=a2, b=b2))
+    assert (key1 == key2) == (_same(a1, a2) and _same(b1, b2))
+
+
+@pytest.mark.parametrize("left, right", [(True, 1), (1, 1.0), (1, "1"), (True, "True"), (None, 0),
+                                          (False, 0), (b"1", "1"), (0.0, -0.0), (1, [1])])
+def test_types_are_told_apart(left, right):
+    assert KEYS.key(Anything(a=left)) != KEYS.key(Anything(a=right))
+
+
+def test_each_value_is_bound_to_its_field():
+    assert KEYS.key(Anything(a=1, b=2)) != KEYS.key(Anything(a=2, b=1))
+    assert KEYS.key(Anything(a="ab", b="c")) != KEYS.key(Anything(a="a", b="bc"))
+
+
+@pytest.mark.parametrize("change", [dict(qualified_name="other"), dict(version="2"), dict(prefix="p"),
+                                    dict(hashing_fields=["a"]), dict(serder="JSON"),
+                                    dict(use_compression=True), dict(reduced_precision_fields=["a"]),
+                                    dict(number_of_places=2), dict(value_format=2)])
+def test_namespace_changes_every_key(change):
+    data = Anything(a=1.5, b="x")
+    assert builder(**change).key(data) != KEYS.key(data)
+
+
+def test_key_shape_is_short_prefix_plus_base64url():
+    key = builder(prefix="cm").key(Anything(a=1)).decode()
+    assert key.startswith("cm:") and len(key) == 3 + 22
+    assert set(key[3:]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert len(KEYS.key(Anything(a=1))) == 22
+
+
+def test_canonical_bytes_of_special_types_are_stable():
+    import datetime, decimal, enum, uuid
+
+    class Color(enum.Enum):
+        red = "red"
+
+    values = [Color.red, datetime.datetime(2024, 1, 2, 3, 4, 5), datetime.date(2024, 1, 2), decimal.Decimal("1.10"),
+              uuid.UUID(int=7), {3, 1, 2}, 2 ** 80]
+    encoded = [canonical_bytes(value) for value in values]
+    assert encoded == [canonical_bytes(value) for value in values]
+    assert canonical_bytes(Color.red) != canonical_bytes("red")  # a plain Enum is tagged
+    assert canonical_bytes({1, 2, 3}) == canonical_bytes({3, 2, 1})
+    with pytest.raises(TypeError, match="object"):
+        canonical_bytes(object())
+
+
+def test_big_integers_do_not_break_the_packer():
+    big = KEYS.key(Anything(a=2 ** 80))
+    assert KEYS.key(Anything(a=2 ** 80)) == big != KEYS.key(Anything(a=str(2 ** 80)))
+    assert KEYS.key(Anything(a=1)) == KEYS.key(Anything(a=1))  # the per-thread packer recovered
+
+
+SCRIPT = """
+from tests.unit.test_keys import KEYS, Anything
+for a, b in [(1, 'x'), (True, None), (1.0, b'z'), (2 ** 80, -0.5), ('é', [1, 'a'])]:
+    print(KEYS.key(Anything(a=a, b=b)).decode())
+"""
+
+
+def test_keys_are_identical_in_another_process_with_another_hash_seed():
+    here = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, cwd=REPO,
+                          env={**os.environ, "PYTHONHASHSEED": "1", "PYTHONPATH": str(REPO)}).stdout
+    there = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, cwd=REPO,
+                           env={**os.environ, "PYTHONHASHSEED": "4242", "PYTHONPATH": str(REPO)}).stdout
+    assert here == there and len(here.split()) == 5
+
+
+def test_known_key_is_pinned():
+    """The format is a contract (keys survive restarts and upgrades): changing it must be deliberate."""
+    assert KEYS.key(Anything(a=1, b="x")).decode() == PINNED
+
+
+PINNED = "bet-3MaWUNmxliCSmjGTMA"

@@ -1,0 +1,49 @@
+"""The in-process tier: LRU bound and TTL expiry, with a fake clock."""
+import pytest
+
+from cachedmodel.local_cache import LocalCache
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_lru_evicts_the_least_recently_used():
+    cache = LocalCache(2, 60, Clock())
+    cache.put("a", 1), cache.put("b", 2)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3)
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3 and len(cache) == 2
+
+
+def test_entries_expire_after_ttl_and_are_dropped():
+    clock = Clock()
+    cache = LocalCache(10, 5.0, clock)
+    cache.put("a", 1)
+    clock.now = 4.99
+    assert cache.get("a") == 1
+    clock.now = 5.0
+    assert cache.get("a") is None and len(cache) == 0
+
+
+def test_put_refreshes_value_and_ttl():
+    clock = Clock()
+    cache = LocalCache(10, 5.0, clock)
+    cache.put("a", 1)
+    clock.now = 4
+    cache.put("a", 2)
+    clock.now = 8
+    assert cache.get("a") == 2
+    cache.clear()
+    assert cache.get("a") is None
+
+
+def test_invalid_bounds():
+    with pytest.raises(ValueError):
+        LocalCache(0, 1)
+    with pytest.raises(ValueError):
+        LocalCache(1, 0)

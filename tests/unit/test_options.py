@@ -1,0 +1,84 @@
+"""Option validation: every bad option fails when the decorator is built, with a message naming it."""
+import pytest
+
+from cachedmodel.options import CacheOptions, ConfigurationError, expand_env, parse_options
+
+
+def test_defaults():
+    options = parse_options({})
+    assert options == CacheOptions()
+    assert (options.serder, options.ttl_seconds, options.socket_timeout, options.socket_connect_timeout) == \
+        ("MessagePack", None, 0.25, 0.25)
+    assert options.local_cache_size == 0 and options.single_flight is True
+
+
+@pytest.mark.parametrize("configuration, named", [
+    ({"serder": "pickle"}, "serder"),
+    ({"url": "http://localhost:6379"}, "url"),
+    ({"url": "redis://"}, "url"),
+    ({"url": "redis://host:notaport/0"}, "url"),
+    ({"url": "redis://host:6379/zero"}, "url"),
+    ({"url": "unix://"}, "url"),
+    ({"url": "redis://h:6379/0", "host": "other"}, "host"),
+    ({"ttl_seconds": -1}, "ttl_seconds"),
+    ({"ttl_seconds": "soon"}, "ttl_seconds"),
+    ({"port": 0}, "port"),
+    ({"port": 70000}, "port"),
+    ({"port": "x"}, "port"),
+    ({"database": -1}, "database"),
+    ({"socket_timeout": 0}, "socket_timeout"),
+    ({"socket_connect_timeout": -0.5}, "socket_connect_timeout"),
+    ({"circuit_breaker_failures": 0}, "circuit_breaker_failures"),
+    ({"circuit_breaker_reset_seconds": 0}, "circuit_breaker_reset_seconds"),
+    ({"local_cache_size": -1}, "local_cache_size"),
+    ({"local_cache_ttl_seconds": 0}, "local_cache_ttl_seconds"),
+    ({"use_compression": "maybe"}, "use_compression"),
+    ({"single_flight": 3}, "single_flight"),
+    ({"hashing_fields": "a,a"}, "hashing_fields"),
+    ({"hashing_fields": [1]}, "hashing_fields"),
+    ({"reduced_precision_fields": ["bmi"]}, "number_of_places"),
+    ({"number_of_places": 2}, "reduced_precision_fields"),
+    ({"reduced_precision_fields": ["bmi"], "number_of_places": -1}, "number_of_places"),
+    ({"prefix": 5}, "prefix"),
+    ({"ssl_ca_certs": "/ca.pem"}, "ssl_ca_certs"),
+    ({"ttl": 60}, "ttl"),
+    ({"sered": "JSON"}, "sered"),
+])
+def test_bad_option_is_named(configuration, named):
+    with pytest.raises(ConfigurationError, match=f"'{named}'"):
+        parse_options(configuration)
+
+
+def test_unknown_option_suggests_the_close_name():
+    with pytest.raises(ConfigurationError, match="did you mean 'ttl_seconds'"):
+        parse_options({"ttl_second": 5})
+
+
+def test_values_are_normalized():
+    options = parse_options({"url": "rediss://cache:6380/2", "serder": "json", "use_compression": "true",
+                             "ttl_seconds": "0", "hashing_fields": "age, bmi", "port": None,
+                             "reduced_precision_fields": ["bmi"], "number_of_places": "2", "password": ""})
+    assert options.serder == "JSON" and options.use_compression is True and options.ttl_seconds is None
+    assert options.hashing_fields == ("age", "bmi") and options.number_of_places == 2 and options.password is None
+    assert parse_options({"ttl_seconds": 30}).ttl_seconds == 30
+    assert parse_options({"url": "unix:///run/redis.sock"}).url == "unix:///run/redis.sock"
+
+
+def test_env_expansion():
+    env = {"REDIS_URL": "redis://cache:6379/1", "REDIS_PASSWORD": "s3cret", "PORT": "6380"}
+    assert expand_env("${REDIS_URL}", "url", env) == "redis://cache:6379/1"
+    assert expand_env("${MISSING:-redis://localhost:6379/0}", "url", env) == "redis://localhost:6379/0"
+    assert expand_env("${MISSING:-}", "password", env) == ""
+    assert expand_env("redis://:${REDIS_PASSWORD}@h:${PORT}/0", "url", env) == "redis://:s3cret@h:6380/0"
+    assert expand_env(["${PORT}", 3], "hashing_fields", env) == ["6380", 3]
+    assert expand_env(5, "port", env) == 5
+    options = parse_options({"url": "${REDIS_URL}", "password": "${REDIS_PASSWORD:-}",
+                             "ttl_seconds": "${TTL:-60}"}, env)
+    assert (options.url, options.password, options.ttl_seconds) == ("redis://cache:6379/1", "s3cret", 60)
+    assert parse_options({"host": "h", "port": "${PORT}"}, env).port == 6380
+    assert parse_options({"url": "${REDIS_URL:-}", "host": "h"}, {}).url is None  # empty url: host/port used
+
+
+def test_missing_env_variable_names_option_and_variable():
+    with pytest.raises(ConfigurationError, match="'password'.*REDIS_PASSWORD"):
+        parse_options({"password": "${REDIS_PASSWORD}"}, {})

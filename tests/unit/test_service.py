@@ -1,0 +1,185 @@
+"""Pure parts of the HTTP layer (cachedmodel.service): error wording, fast-path routing and rendering,
+the container's environment contract, configuration loading. The HTTP behaviour itself is tested
+against a real uvicorn + redis-server in tests/integration/test_service.py."""
+import asyncio
+import json
+
+import pytest
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from cachedmodel.service.__main__ import SettingsError, server_options
+from cachedmodel.service.config import ConfigurationFileError, config_path, load_configuration, parse_configuration
+from cachedmodel.service.errors import classify, is_json_content_type
+from cachedmodel.service.fastpath import PredictionFastPath, model_name_of, output_body, render_json
+
+
+@pytest.mark.parametrize("value, expected", [("application/json", True), ("application/json; charset=utf-8", True),
+                                             ("Application/JSON", True), ("application/problem+json", True),
+                                             ("text/plain", False), ("", False), (None, False)])
+def test_json_content_types(value, expected):
+    assert is_json_content_type(value) is expected
+
+
+def test_malformed_json_is_400_with_position():
+    status, kind, messages = classify([{"type": "json_invalid", "loc": ("body", 12), "msg": "JSON decode error",
+                                        "ctx": {"error": "Expecting value"}}], "application/json")
+    assert (status, kind) == (400, "MalformedJSON") and "character 12" in messages[0] and "Expecting value" in messages[0]
+
+
+def test_field_errors_name_each_field():
+    status, kind, messages = classify([
+        {"type": "greater_than_equal", "loc": ("body", "age"), "msg": "Input should be >= 18", "input": 3},
+        {"type": "missing", "loc": ("body", "region"), "msg": "Field required", "input": {}},
+        {"type": "extra_forbidden", "loc": ("body", "smokes"), "msg": "Extra inputs", "input": True}],
+        "application/json")
+    assert (status, kind) == (400, "ValidationError")
+    assert messages == ["field 'age': Input should be >= 18 (got 3)", "field 'region' is required",
+                        "field 'smokes' is not an input of this model"]
+
+
+def test_non_json_content_type_is_415():
+    status, kind, messages = classify([{"type": "model_attributes_type", "loc": ("body",), "msg": "x", "input": b""}],
+                                      "text/plain")
+    assert (status, kind) == (415, "UnsupportedMediaType") and "text/plain" in messages[0]
+
+
+def test_prediction_path_parsing():
+    assert model_name_of("/api/models/insurance_charges_model/prediction") == "insurance_charges_model"
+    for path in ("/api/models//prediction", "/api/models/a/b/prediction", "/api/models/a/metadata", "/metrics"):
+        assert model_name_of(path) is None
+
+
+def test_fast_path_renders_exactly_like_the_stock_route():
+    class Out(BaseModel):
+        charges: float
+        note: str
+
+    output = Out(charges=1234.5, note="Zürich")
+    assert output_body(output) == JSONResponse(content=output.model_dump()).body
+    with pytest.raises(ValueError):
+        render_json({"charges": float("nan")})
+
+
+class _Target:
+    """Stand-in for the decorator: a dict of cached outputs keyed by the validated input."""
+
+    class Input(BaseModel):
+        value: int
+
+    input_schema = Input
+
+    def __init__(self, cached):
+        self.cached = cached
+
+    async def aget_cached(self, data):
+        return self.cached.get(data.value)
+
+
+def _call(app, body: bytes, content_type=b"application/json", path="/api/models/m/prediction"):
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", content_type)]}
+    received, sent = [{"type": "http.request", "body": body[:3], "more_body": True},
+                      {"type": "http.request", "body": body[3:], "more_body": False}], []
+
+    async def receive():
+        return received.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return scope, sent
+
+
+def _inner(seen):
+    async def app(scope, receive, send):
+        message = await receive()
+        seen.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"from-route"})
+    return app
+
+
+def test_fast_path_answers_hits_and_replays_the_body_on_misses_and_invalid_input():
+    class Out(BaseModel):
+        doubled: int
+
+    seen = []
+    app = PredictionFastPath(_inner(seen), resolve=lambda name: _Target({1: Out(doubled=2)}), unavailable=lambda: None)
+    scope, sent = _call(app, b'{"value": 1}')
+    assert sent[1]["body"] == b'{"doubled":2}' and (b"x-cache", b"hit") in sent[0]["headers"] and seen == []
+    assert scope["cachedmodel.route"] == "/api/models/m/prediction"
+    _, sent = _call(app, b'{"value": 2}')
+    assert seen == [b'{"value": 2}'] and (b"x-cache", b"miss") in sent[0]["headers"]
+    _, sent = _call(app, b'{"value": "x"')
+    assert seen[-1] == b'{"value": "x"' and sent[1]["body"] == b"from-route"
+    _, sent = _call(app, b'{"value": 1}', content_type=b"text/plain")
+    assert seen[-1] == b"{\"v" and sent[1]["body"] == b"from-route"  # not read by the fast path at all
+
+
+def test_fast_path_answers_503_while_models_load():
+    app = PredictionFastPath(_inner([]), resolve=lambda name: None, unavailable=lambda: "models are still loading")
+    _, sent = _call(app, b"{}")
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"]) == {"type": "ServiceUnavailable", "messages": ["models are still loading"]}
+
+
+def test_container_environment_contract():
+    assert server_options({}) == {"host": "0.0.0.0", "port": 8000, "workers": 1, "log_level": "info",
+                                  "access_log": False, "timeout_graceful_shutdown": 10, "server_header": False}
+    options = server_options({"PORT": "9001", "HOST": "127.0.0.1", "ACCESS_LOG": "true", "LOG_LEVEL": "DEBUG"})
+    assert (options["port"], options["host"], options["access_log"], options["log_level"]) == \
+        (9001, "127.0.0.1", True, "debug")
+    for bad, named in (({"PORT": "http"}, "PORT"), ({"PORT": "70000"}, "PORT"), ({"LOG_LEVEL": "loud"}, "LOG_LEVEL")):
+        with pytest.raises(SettingsError, match=named):
+            server_options(bad)
+
+
+def test_configuration_loading(tmp_path):
+    assert str(config_path({"REST_CONFIG": "/etc/cachedmodel/rest_config.yaml"})) == "/etc/cachedmodel/rest_config.yaml"
+    assert str(config_path({})) == "rest_config.yaml"
+    with pytest.raises(ConfigurationFileError, match="REST_CONFIG"):
+        load_configuration(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigurationFileError, match="not valid YAML"):
+        parse_configuration("models: [")
+    with pytest.raises(ConfigurationFileError, match=r"models\.0\.create_endpoint"):
+        parse_configuration("models:\n  - class_path: a.B\n")
+
+
+def test_example_configuration_enables_the_decorator_from_the_environment(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    from tests.support.model_service import EXAMPLE_CONFIG
+    configuration = load_configuration(EXAMPLE_CONFIG)
+    (model,) = configuration.models
+    assert model.class_path == "insurance_charges_model.model.InsuranceChargesModel" and model.create_endpoint
+    (decorator,) = model.decorators
+    assert decorator.class_path == "cachedmodel.RedisCachingDecorator"
+    assert decorator.configuration["url"] == "${REDIS_URL:-redis://127.0.0.1:6379/0}"
+    assert decorator.configuration["password"] == "${REDIS_PASSWORD:-}"
+    from cachedmodel import RedisCachingDecorator
+    built = RedisCachingDecorator(**decorator.configuration)  # env expansion + validation by the real decorator
+    assert built.options.url == "redis://127.0.0.1:6379/0" and built.options.password is None
+
+
+def _pins(path):
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.split("[")[0].strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_image_requirements_are_pinned_and_agree_with_the_dev_pins():
+    from tests.support.model_service import REPO
+    image = REPO / "images" / "model-service" / "requirements.txt"
+    lines = [line for line in image.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert all("==" in line for line in lines), "every image requirement is pinned"
+    image_pins, dev_pins = _pins(image), _pins(REPO / "requirements-dev.txt")
+    drift = {name: (version, dev_pins[name]) for name, version in image_pins.items()
+             if name in dev_pins and dev_pins[name] != version}
+    assert drift == {}, f"image pins differ from requirements-dev.txt: {drift}"
+    for needed in ("rest-model-service", "ml-base", "redis", "scikit-learn", "uvicorn", "prometheus-client"):
+        assert needed in image_pins
