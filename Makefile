@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 TOOLS_CACHE ?= $(HOME)/.cache/cachedmodel-tools
 export TOOLS_CACHE
 
-.PHONY: help setup model redis-server test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
+.PHONY: help setup model redis-server wrk test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ redis-server: ## install Debian's redis-server when missing
 	  { echo "could not install redis-server: run as root or install it yourself"; exit 1; }; }
 	@redis-server --version
 
+wrk: ## install Debian's wrk (HTTP load generator for bench/bench_service.py) when missing
+	@command -v wrk >/dev/null || { echo "installing wrk (apt)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) || \
+	  { echo "could not install wrk: run as root or install it yourself"; exit 1; }; }
+
 # The example model's artifact: trained from the hash-checked `insurance` wheel (fetched from PyPI).
 MODEL_ARTIFACT := examples/insurance_charges_model/model_files/insurance_charges_model-0.1.0.joblib
 MODEL_SOURCES := $(addprefix examples/insurance_charges_model/,__init__.py data.py features.py train.py data-requirements.txt)
@@ -37,7 +42,7 @@ $(MODEL_ARTIFACT): $(VENV)/.installed $(MODEL_SOURCES)
 
 model: $(MODEL_ARTIFACT) ## train the example model (fixed seed) into examples/insurance_charges_model/model_files/
 
-setup: $(VENV)/.installed redis-server model ## dev environment: .venv with everything editable, redis-server, model
+setup: $(VENV)/.installed redis-server wrk model ## dev environment: .venv with everything editable, redis-server, wrk, model
 
 # ---------------------------------------------------------------- tests
 test: setup tools ## the whole suite: unit, integration (real redis), k8s and e2e (real kube-apiserver)

@@ -12,7 +12,6 @@ exactly 1 model call in the stampede. Run with `make bench` (bounded: well under
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import threading

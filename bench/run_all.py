@@ -8,6 +8,7 @@ import traceback
 
 BENCHMARKS = [
     "bench.bench_decorator",
+    "bench.bench_service",
 ]
 
 

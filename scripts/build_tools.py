@@ -10,6 +10,7 @@ binaries, so the versions below are the single source of truth.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -30,7 +31,7 @@ KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.19.5"
 
 # Bumped when the build recipe changes, so stale cached builds are redone.
-RECIPE = "2"
+RECIPE = "3"
 
 
 def tools_cache() -> Path:
@@ -100,10 +101,13 @@ def staging_replaces(kubernetes_gomod: str, k8s_version: str) -> dict[str, str]:
     return replaces
 
 
-def k8s_version_ldflags(version: str, commit: str) -> list[str]:
-    """What hack/lib/version.sh sets, so `--version` and /version report the real release."""
+def k8s_version_ldflags(version: str, commit: str, build_date: str) -> list[str]:
+    """What hack/lib/version.sh sets, so `--version` and /version report the real release.
+
+    The module proxy gives no commit for k8s.io/kubernetes, so gitCommit may stay empty;
+    buildDate is the release's publication time from the proxy (reproducible builds).
+    """
     major, minor = version.removeprefix("v").split(".")[:2]
-    build_date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     flags = []
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         for var, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor),
@@ -131,7 +135,8 @@ def resolve(tool: Tool, workdir: Path) -> None:
     if tool.name == "etcd":
         tool.ldflags = [f"-X go.etcd.io/etcd/api/v3/version.GitSHA={commit[:7]}"] if commit else []
     elif tool.name == "k8s":
-        tool.ldflags = k8s_version_ldflags(tool.version, commit)
+        released = json.loads(Path(info["Info"]).read_text()).get("Time", "")
+        tool.ldflags = k8s_version_ldflags(tool.version, commit, released)
         tool.replaces = staging_replaces(Path(info["GoMod"]).read_text(), tool.version)
     elif tool.name == "kwok":
         tool.ldflags = [f"-X sigs.k8s.io/kwok/pkg/consts.Version={tool.version}",
@@ -234,12 +239,24 @@ def link_toolset(cache: Path, tools: list[Tool]) -> Path:
     return bin_dir
 
 
+def try_lock(lock_file) -> bool:
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def main() -> int:
     started = time.monotonic()
     cache = tools_cache()
     workdir = cache / "build"
     workdir.mkdir(parents=True, exist_ok=True)
     tools = TOOLS
+    lock = open(cache / ".lock", "w")
+    if not try_lock(lock):
+        log(f"another `make tools` is using {cache}; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     for tool in tools:
         if is_cached(cache, tool):
             log(f"{tool.key}: cached ({cache / tool.key / 'bin'})")

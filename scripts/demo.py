@@ -56,7 +56,7 @@ def _progress(done: int, total: int, hits: int, started: float, final: bool = Fa
     if sys.stdout.isatty():
         end = "\n" if final else ""
         print(f"\r  sent {done:5d}/{total}  hits {hits:5d}  {time.monotonic() - started:5.1f} s", end=end, flush=True)
-    elif done % 500 == 0 or (final and done % 500):
+    elif (done % 500 == 0) != final:  # every 500 while running; at the end only if not just printed
         print(f"  sent {done}/{total}, hits {hits}, {time.monotonic() - started:.1f} s", flush=True)
 
 
@@ -125,6 +125,11 @@ def run(requests: int, repeat_share: float, seed: int, time_limit: float) -> int
         print("done")
 
 
+def _interrupt(signum, frame):
+    """SIGTERM stops the demo like Ctrl-C: through the `finally` that stops what it started."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="CachedModel demo: cache misses vs hits over HTTP.")
     parser.add_argument("--requests", type=int, default=2000)
@@ -132,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds for the workload at most")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (background job)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args.requests, args.repeat_share, args.seed, args.time_limit)
     except KeyboardInterrupt:

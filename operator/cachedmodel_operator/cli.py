@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(stream=sys.stdout, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kubernetes.client.rest", "urllib3", "aiohttp.access"):
+    for noisy in ("kubernetes.client.rest", "urllib3", "aiohttp.access") + (() if args.verbose else ("kopf.objects",)):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     namespaces = watched_namespaces(args)
     registry = kopf.OperatorRegistry()

@@ -172,6 +172,11 @@ CONTROLLER = Controller()
 def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLER) -> None:
     """Attach the handlers to a kopf registry."""
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs):
+        # a private registry lacks kopf's default login handlers: in-cluster token or $KUBECONFIG
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_):
         settings.posting.level = logging.WARNING

@@ -5,6 +5,7 @@ Thin wrappers over kubernetes-client's ApiClient.call_api so that every request 
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -51,12 +52,19 @@ class Kube:
         self.api = api
 
     def _call(self, method: str, path: str, body=None, query=None, content_type: str | None = None):
+        """One request; returns the decoded JSON body, raises ApiException on a non-2xx answer."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        return self.api.call_api(path, method, query_params=query or [], header_params=headers, body=body,
-                                 response_type="object", auth_settings=["BearerToken"],
-                                 _return_http_data_only=True, _request_timeout=30)
+        method, url, headers, body, post = self.api.param_serialize(
+            method, path, query_params=query or [], header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post,
+                                     _request_timeout=30)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return json.loads(data) if data else None
 
     @staticmethod
     def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:

@@ -37,6 +37,10 @@ def _allows_float(annotation: Any) -> bool:
     return any(_allows_float(arg) for arg in typing.get_args(annotation))
 
 
+def _was_stored(outcome: tuple[BaseModel, bool]) -> bool:
+    return outcome[1]
+
+
 class RedisCachingDecorator(MLModelDecorator):
     """Caches predictions of the decorated model in Redis; see the README section "The decorator"."""
 
@@ -49,7 +53,7 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_breaker"] = CircuitBreaker(options.circuit_breaker_failures, options.circuit_breaker_reset_seconds)
         state["_local"] = (LocalCache(options.local_cache_size, options.local_cache_ttl_seconds)
                            if options.local_cache_size else None)
-        state["_flight"] = SingleFlight() if options.single_flight else None
+        state["_flight"] = SingleFlight(linger_seconds=options.socket_timeout) if options.single_flight else None
         state["_codec"] = ValueCodec(options.serder, options.use_compression)
         state["_keys"] = None
         if model is not None:
@@ -61,7 +65,8 @@ class RedisCachingDecorator(MLModelDecorator):
     # ---------------------------------------------------------------- setup
     def set_model(self, model: MLModel) -> "RedisCachingDecorator":
         """Wrap `model`; checks field names against its schemas and fixes the key namespace."""
-        super().set_model(model)
+        if not isinstance(model, MLModel):
+            raise ValueError("Only objects of type MLModel can be wrapped with MLModelDecorator instances.")
         options: CacheOptions = self.options
         input_type = model.input_schema
         output_type = model.output_schema
@@ -85,6 +90,7 @@ class RedisCachingDecorator(MLModelDecorator):
             reduced_precision_fields=options.reduced_precision_fields or (),
             number_of_places=options.number_of_places, serder=options.serder,
             use_compression=options.use_compression, value_format=VALUE_FORMAT)
+        super().set_model(model)
         state = self.__dict__
         state["_input_type"] = input_type
         state["_output_type"] = output_type
@@ -119,8 +125,8 @@ class RedisCachingDecorator(MLModelDecorator):
         self._metrics.misses.inc()
         flight = self._flight
         if flight is None:
-            return self._predict_and_store(key, data)
-        output, shared = flight.do(key, lambda: self._predict_and_store(key, data))
+            return self._predict_and_store(key, data)[0]
+        (output, _), shared = flight.do(key, lambda: self._predict_and_store(key, data), linger_if=_was_stored)
         if shared:
             self._metrics.shared.inc()
             return output.model_copy() if isinstance(output, BaseModel) else output
@@ -237,34 +243,38 @@ class RedisCachingDecorator(MLModelDecorator):
             output = self._build_output(stored)
         except Exception as error:  # noqa: BLE001 - a corrupt entry is a miss; the SET replaces it
             self._count_error("decode", f"entry {key!r} is unreadable ({error}); it will be replaced")
+            if self._flight is not None:
+                self._flight.forget(key)  # so the miss really recomputes and rewrites it
             return None
         if self._local is not None:
             self._local.put(key, stored)
         self._metrics.redis_hits.inc()
         return output
 
-    def _predict_and_store(self, key: str, data: BaseModel) -> BaseModel:
+    def _predict_and_store(self, key: bytes, data: BaseModel) -> tuple[BaseModel, bool]:
+        """The model's output, and whether it is now in Redis."""
         output = self._model.predict(data=data)
         if type(output) is not self._output_type:
             self._count_error("encode", f"model returned {type(output).__name__}, not "
                                         f"{self._output_type.__name__}; not cached")
-            return output
+            return output, False
         try:
             stored = self._codec.encode([output.__dict__[field] for field in self._output_fields])
         except Exception as error:  # noqa: BLE001
             self._count_error("encode", f"cannot encode the output: {error}")
-            return output
+            return output, False
         if self._local is not None:
             self._local.put(key, stored)
-        if self._breaker.allow():
-            try:
-                self._backend.set(key, stored, self.options.ttl_seconds)
-            except CacheBackendError as error:
-                self._backend_failed(error)
-            else:
-                if self._breaker.record_success():
-                    self._circuit_closed()
-        return output
+        if not self._breaker.allow():
+            return output, False
+        try:
+            self._backend.set(key, stored, self.options.ttl_seconds)
+        except CacheBackendError as error:
+            self._backend_failed(error)
+            return output, False
+        if self._breaker.record_success():
+            self._circuit_closed()
+        return output, True
 
     def _count_error(self, kind: str, message: str) -> None:
         metrics = self.__dict__.get("_metrics")

@@ -3,37 +3,54 @@
 The first caller (the leader) runs the function; callers arriving meanwhile wait and get its result,
 or the same exception. The key is released as soon as the leader finishes, success or not, so a
 failing model never leaves waiters or a stale entry behind.
+
+A successful result can also linger for `linger_seconds`: a request whose cache lookup was already
+in flight when the leader stored the value misses, and arrives just after the leader finished; it
+gets the lingering result instead of calling the model a second time. The decorator lingers only
+results that it did store in Redis, for as long as a lookup can take (its socket timeout); errors
+never linger.
 """
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 
 class _Call:
-    __slots__ = ("done", "result", "error", "waiters")
+    __slots__ = ("done", "result", "error")
 
     def __init__(self):
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
-        self.waiters = 0
 
 
 class SingleFlight:
-    def __init__(self):
+    def __init__(self, linger_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic):
+        self.linger_seconds = linger_seconds
+        self._clock = clock
         self._lock = threading.Lock()
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[Any, _Call] = {}
+        self._recent: OrderedDict[Any, tuple[float, Any]] = OrderedDict()  # key -> (expires_at, result)
 
-    def do(self, key: str, function: Callable[[], Any]) -> tuple[Any, bool]:
-        """Run `function` once per concurrent burst of `key`; returns (result, shared)."""
+    def do(self, key: Any, function: Callable[[], Any],
+           linger_if: Callable[[Any], bool] | None = None) -> tuple[Any, bool]:
+        """Run `function` once per concurrent burst of `key`; returns (result, shared).
+        The result lingers (see the module docstring) unless `linger_if(result)` is false."""
         with self._lock:
+            recent = self._recent
+            if recent:
+                now = self._clock()
+                while recent and next(iter(recent.values()))[0] <= now:
+                    recent.popitem(last=False)
+                if key in recent:
+                    return recent[key][1], True
             call = self._calls.get(key)
             leader = call is None
             if leader:
                 call = self._calls[key] = _Call()
-            else:
-                call.waiters += 1
         if not leader:
             call.done.wait()
             if call.error is not None:
@@ -47,9 +64,21 @@ class SingleFlight:
         finally:
             with self._lock:
                 del self._calls[key]
+                if call.error is None and self.linger_seconds > 0 and (linger_if is None or linger_if(call.result)):
+                    self._recent.pop(key, None)
+                    self._recent[key] = (self._clock() + self.linger_seconds, call.result)
             call.done.set()
         return call.result, False
+
+    def forget(self, key: Any) -> None:
+        """Drop a lingering result (e.g. its stored copy turned out unreadable and must be rewritten)."""
+        with self._lock:
+            self._recent.pop(key, None)
 
     def in_flight(self) -> int:
         with self._lock:
             return len(self._calls)
+
+    def lingering(self) -> int:
+        with self._lock:
+            return len(self._recent)

@@ -104,6 +104,8 @@ def example_cachedmodel() -> dict:
 
 def rbac_rules_of_operator() -> dict:
     """operator/rbac-rules.yaml: what the operator says it needs."""
+    assert RBAC_RULES_FILE.is_file(), (f"{RBAC_RULES_FILE.relative_to(ROOT)} is missing: the operator's own statement of "
+                                       "the RBAC it needs, which the chart's rules must equal")
     return yaml.safe_load(RBAC_RULES_FILE.read_text())
 
 

@@ -15,12 +15,18 @@ import pytest
 import redis
 import yaml
 
-from tests.support.model_service import ModelService
+from tests.support.model_service import MODEL_FILES_HINT, ModelService, artifact_missing
 from tests.support.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
 
 BODY = {"age": 42, "sex": "female", "bmi": 27.5, "children": 2, "smoker": False, "region": "northwest"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _model_artifact():
+    if artifact_missing():
+        pytest.fail(MODEL_FILES_HINT)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import json
 import os
 import shutil
@@ -98,6 +99,27 @@ def server_of(kubeconfig: dict) -> str:
 # ------------------------------------------------------------------ processes
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the test process dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (CI timeouts, `kill`) into SystemExit so finally blocks and atexit stop the cluster."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_system_exit)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+
+
 class Component:
     """One control-plane process with its log file."""
 
@@ -108,8 +130,10 @@ class Component:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
+            # own session: a Ctrl-C reaches pytest only, which then stops the components in order
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -156,6 +180,7 @@ class ControlPlane:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="cachedmodel-k8s-"))
         self.components: list[Component] = []
         self.startup_seconds: float | None = None
+        self.keep_workdir = os.environ.get("CACHEDMODEL_KEEP_CONTROL_PLANE") == "1"
         self.external = kubeconfig is not None
         self.kubeconfig = kubeconfig or str(self.workdir / "admin.kubeconfig")
         self.server = server_of(yaml.safe_load(Path(kubeconfig).read_text())) if kubeconfig else ""
@@ -195,13 +220,18 @@ class ControlPlane:
             return self
         started = time.monotonic()
         atexit.register(self.stop)
+        _exit_on_sigterm()
         try:
             self._start_components()
-        except BaseException as error:
-            tails = "\n".join(c.tail() for c in self.components)
-            self.stop(remove=False)
+        except Exception as error:
+            tails = self.log_tails()
+            self.keep_workdir = True  # the logs explain the failure
+            self.stop()
             raise RuntimeError(f"local control plane failed to start: {error}\n{tails}\n"
-                               f"(all logs in {self.workdir / 'logs'})") from error
+                               f"(all logs kept in {self.workdir / 'logs'})") from error
+        except BaseException:  # KeyboardInterrupt, SystemExit: stop everything, then go on exiting
+            self.stop()
+            raise
         self.startup_seconds = time.monotonic() - started
         return self
 
@@ -212,17 +242,19 @@ class ControlPlane:
         return component
 
     def _wait(self, component: Component, url: str, timeout: float, context=None, expect=None) -> None:
-        def ready() -> bool:
+        """Poll a health endpoint until it answers; give up at once if the process has exited."""
+        deadline, last_error = time.monotonic() + timeout, None
+        while True:
             if not component.running():
-                raise RuntimeError(f"{component.name} exited")
-            return http_ok(url, context, expect)
-
-        try:
-            wait_until(ready, timeout, interval=0.2, what=f"{component.name} at {url}")
-        except TimeoutError as error:
-            if not component.running():
-                raise RuntimeError(f"{component.name} exited with code {component.process.poll()}") from error
-            raise
+                raise RuntimeError(f"{component.name} exited with code {component.process.poll()}")
+            try:
+                if http_ok(url, context, expect):
+                    return
+            except OSError as error:  # refused, TLS not up yet, HTTP 500 while starting
+                last_error = error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{component.name} not healthy at {url} after {timeout}s: {last_error!r}")
+            time.sleep(0.2)
 
     def _start_components(self) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -293,14 +325,12 @@ class ControlPlane:
         return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
                    for n in nodes)
 
-    def stop(self, remove: bool | None = None) -> None:
-        """Stop every component (reverse order); remove the temp dir unless asked to keep it."""
+    def stop(self) -> None:
+        """Stop every component (reverse order); remove the temp dir unless it is to be kept."""
         for component in reversed(self.components):
             component.stop()
         self.components.clear()
-        if remove is None:
-            remove = os.environ.get("CACHEDMODEL_KEEP_CONTROL_PLANE") != "1"
-        if remove and not self.external:
+        if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tails(self) -> str:

@@ -38,12 +38,13 @@ def test_staging_replaces_refuse_a_go_mod_without_staging_lines():
 
 
 def test_version_ldflags_set_component_base_and_client_go():
-    flags = build_tools.k8s_version_ldflags("v1.34.4", "abc123")
+    flags = build_tools.k8s_version_ldflags("v1.34.4", "abc123", "2026-02-10T12:53:36Z")
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         assert f"-X {pkg}.gitVersion=v1.34.4" in flags
         assert f"-X {pkg}.gitMajor=1" in flags
         assert f"-X {pkg}.gitMinor=34" in flags
         assert f"-X {pkg}.gitCommit=abc123" in flags
+        assert f"-X {pkg}.buildDate=2026-02-10T12:53:36Z" in flags
 
 
 def test_toolset_dir_is_keyed_by_every_version(tmp_path: Path):

