@@ -83,7 +83,7 @@ images: ## build both images (needs Docker)
 lint-images: setup ## lint the Dockerfiles (hadolint)
 	bash scripts/lint-images.sh
 
-kind-e2e: ## kind cluster, images, helm install, CachedModel, real traffic, teardown (needs Docker + kind)
+kind-e2e: setup ## kind cluster, images, helm install, CachedModel, real traffic, teardown (needs Docker + kind)
 	bash scripts/kind-e2e.sh
 
 clean: ## remove the venv and caches (not the tools cache)

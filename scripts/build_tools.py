@@ -232,10 +232,13 @@ def link_toolset(cache: Path, tools: list[Tool]) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     for tool in tools:
         for binary in tool.binaries:
-            link = bin_dir / binary
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(cache / tool.key / "bin" / binary)
+            link, target = bin_dir / binary, cache / tool.key / "bin" / binary
+            if link.is_symlink() and link.readlink() == target:
+                continue
+            temporary = bin_dir / f".{binary}.new"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(target)
+            temporary.replace(link)  # atomic: tests running meanwhile never see it missing
     return bin_dir
 
 
@@ -252,12 +255,11 @@ def main() -> int:
     cache = tools_cache()
     workdir = cache / "build"
     workdir.mkdir(parents=True, exist_ok=True)
-    tools = TOOLS
     lock = open(cache / ".lock", "w")
     if not try_lock(lock):
         log(f"another `make tools` is using {cache}; waiting for it")
         fcntl.flock(lock, fcntl.LOCK_EX)
-    for tool in tools:
+    for tool in TOOLS:
         if is_cached(cache, tool):
             log(f"{tool.key}: cached ({cache / tool.key / 'bin'})")
         else:
@@ -265,7 +267,7 @@ def main() -> int:
             tool_started = time.monotonic()
             build(cache, tool)
             log(f"{tool.key}: built in {time.monotonic() - tool_started:.0f}s")
-    bin_dir = link_toolset(cache, tools)
+    bin_dir = link_toolset(cache, TOOLS)
     log(f"all tools ready in {bin_dir} ({time.monotonic() - started:.0f}s)")
     return 0
 

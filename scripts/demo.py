@@ -9,6 +9,7 @@ or failure. Options: --requests, --repeat-share, --seed, --time-limit.
 from __future__ import annotations
 
 import argparse
+import itertools
 import signal
 import sys
 import time
@@ -44,9 +45,9 @@ def summary_table(misses: list[float], hits: list[float], memory: dict, sent: in
         f"{'hit is faster by (p50)':32}{(p50_miss / p50_hit if p50_hit else 0):10.1f}x",
         f"{'hit ratio':32}{(len(hits) / sent * 100 if sent else 0):10.1f} %   ({len(hits)} of {sent} requests; "
         f"server counters: {server['hits']:.0f} hits, {server['misses']:.0f} misses)",
-        f"{'Redis memory per entry':32}{memory['per_entry']:8.0f} B   (used_memory grew "
-        f"{memory['delta'] / 1024:.1f} KiB for {memory['keys']} keys; MEMORY USAGE of a key: "
-        f"~{memory['sampled']:.0f} B)",
+        f"{'Redis memory per entry':32}{memory['sampled']:8.0f} B   (MEMORY USAGE, mean of {memory['samples']} keys; "
+        f"used_memory_dataset grew {memory['delta'] / 1024:.1f} KiB for {memory['keys']} keys = "
+        f"{memory['per_entry']:.0f} B/key with hash-table growth)",
         f"{'throughput (sequential client)':32}{(sent / seconds if seconds else 0):10.0f} req/s  ({seconds:.1f} s in all)",
     ]
     return "\n".join(lines)
@@ -72,9 +73,9 @@ def server_counters(client: httpx.Client) -> dict:
 
 def redis_memory(store: redis.Redis, baseline: int, sample: int = 50) -> dict:
     keys = store.dbsize()
-    delta = store.info("memory")["used_memory"] - baseline
-    sampled = [store.memory_usage(key) or 0 for key in store.scan_iter(count=sample)][:sample]
-    return {"keys": keys, "delta": delta, "per_entry": delta / keys if keys else 0.0,
+    delta = store.info("memory")["used_memory_dataset"] - baseline
+    sampled = [store.memory_usage(key) or 0 for key in itertools.islice(store.scan_iter(count=sample), sample)]
+    return {"keys": keys, "delta": delta, "per_entry": delta / keys if keys else 0.0, "samples": len(sampled),
             "sampled": sum(sampled) / len(sampled) if sampled else 0.0}
 
 
@@ -92,7 +93,7 @@ def run(requests: int, repeat_share: float, seed: int, time_limit: float) -> int
         print(f"model service   {service.url}  (python -m cachedmodel.service, example config; "
               f"ready in {time.monotonic() - started:.1f} s)")
         store = redis.Redis.from_url(redis_server.url)
-        baseline = store.info("memory")["used_memory"]
+        baseline = store.info("memory")["used_memory_dataset"]  # data only: no client buffers
         print(f"workload        {requests} POST /api/models/insurance_charges_model/prediction, "
               f"~{repeat_share:.0%} repeats, seed {seed}, one client on loopback")
 

@@ -28,6 +28,9 @@ def installed(kube_cluster, tmp_path):
         pytest.fail(f"namespace {NAMESPACE} already exists: this test installs manifests/ there and removes it "
                     "afterwards, so it needs a cluster without another such install")
     crd_existed = get_json(kube_cluster, "crd", CRD_NAME) is not None
+    if crd_existed and get_json(kube_cluster, "cachedmodels", "-A")["items"]:
+        pytest.fail("CachedModels exist in this cluster: `kubectl delete -f manifests/` (tested here) deletes the "
+                    "CRD and with it every CachedModel, so this test needs a cluster without any")
     models = f"cm-e2e-manifests-{uuid.uuid4().hex[:6]}"
     operator = None
     try:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.e2e.helpers import (CHART_DIR, OPERATOR_IMAGE, find, helm_binary, helm_env, helm_template,
-                               helm_template_result, one)
+                               helm_template_result, one, rbac_rules_of_operator)
 
 pytestmark = pytest.mark.k8s
 
@@ -69,6 +69,29 @@ def test_bad_values_are_rejected_naming_the_value(values, message):
     result = helm_template_result(values=values)
     assert result.returncode != 0, f"{values} was accepted"
     assert message in result.stderr, result.stderr
+
+
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces"}
+
+
+def _normal(rules):
+    return sorted((tuple(sorted(r.get("apiGroups", []))), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
+                  for r in rules)
+
+
+@pytest.mark.parametrize("watch", [[], ["team-a"]], ids=["cluster-wide", "one-namespace"])
+def test_rbac_rules_equal_the_operator_statement_in_both_modes(watch):
+    """operator/rbac-rules.yaml, split by scope: cluster-scoped resources always in the ClusterRole."""
+    stated = rbac_rules_of_operator()["rules"]
+    cluster = [r for r in stated if set(r["resources"]) <= CLUSTER_SCOPED]
+    namespaced = [r for r in stated if not set(r["resources"]) & CLUSTER_SCOPED]
+    assert len(cluster) + len(namespaced) == len(stated), "a rule mixes cluster-scoped and namespaced resources"
+    docs = helm_template(values={"watchNamespaces": watch})
+    if watch:
+        assert _normal(one(docs, "ClusterRole")["rules"]) == _normal(cluster)
+        assert _normal(one(docs, "Role")["rules"]) == _normal(namespaced)
+    else:
+        assert _normal(one(docs, "ClusterRole")["rules"]) == _normal(stated)
 
 
 def test_checksum_changes_with_operator_settings_only():
@@ -147,3 +170,10 @@ def test_every_value_is_documented_with_a_param_line():
     assert not missing, f"values without a `## @param` line: {missing}"
     schema = yaml.safe_load((CHART_DIR / "values.schema.json").read_text())
     assert set(values) <= set(schema["properties"]), "every top-level value has a schema entry"
+
+
+def test_chart_readme_lists_every_value():
+    documented = re.findall(r"^## @param (\S+) ", (CHART_DIR / "values.yaml").read_text(), re.MULTILINE)
+    readme = (CHART_DIR / "README.md").read_text()
+    missing = [name for name in documented if f"| `{name}` |" not in readme]
+    assert not missing, f"charts/cachedmodel-operator/README.md lacks parameters: {missing}"

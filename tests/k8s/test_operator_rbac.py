@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tests.support.operator_process import OperatorProcess, install_crd
+from tests.support.redis_server import wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(180)]
 RULES = Path(__file__).resolve().parents[2] / "operator/rbac-rules.yaml"
@@ -36,6 +37,10 @@ def test_operator_works_with_the_documented_rules_only(kube_cluster, k8s_namespa
         "rules": rules}))
     kube_cluster.kubectl("create", "clusterrolebinding", role, "--clusterrole", role,
                          "--serviceaccount", f"{k8s_namespace}:cachedmodel-operator")
+    user = f"system:serviceaccount:{k8s_namespace}:cachedmodel-operator"
+    wait_until(lambda: kube_cluster.kubectl("auth", "can-i", "patch", "statefulsets.apps", "-n", k8s_namespace,
+                                            "--as", user, check=False).stdout.strip() == "yes",
+               30, interval=0.2, what="RBAC binding in effect")
     kubeconfig = service_account_kubeconfig(kube_cluster, k8s_namespace, tmp_path / "operator.kubeconfig")
     denied = kube_cluster.kubectl("--kubeconfig", str(kubeconfig), "get", "secrets", "-n", k8s_namespace,
                                   check=False)

@@ -27,12 +27,16 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
 from tests.support.k8s_pki import SERVICE_IP, build_pki, write_pki
 from tests.support.redis_server import free_port, wait_until
+
+if TYPE_CHECKING:
+    import kubernetes
 
 LOCAL_BINARIES = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm"]
 CLIENT_BINARIES = ["kubectl", "helm"]
@@ -206,7 +210,7 @@ class ControlPlane:
     def helm(self, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         return self._run("helm", args, None, check, timeout)
 
-    def api_client(self):
+    def api_client(self) -> "kubernetes.client.ApiClient":
         """A kubernetes.client.ApiClient for this cluster (the caller closes it)."""
         from kubernetes import config
 

@@ -33,6 +33,12 @@ def http_status(url: str, timeout: float = 2.0) -> int:
         return error.code
 
 
+def _new_log_file() -> str:
+    descriptor, path = tempfile.mkstemp(prefix="cachedmodel-service-", suffix=".log")
+    os.close(descriptor)
+    return path
+
+
 @dataclass
 class ModelService:
     config: Path | str = EXAMPLE_CONFIG
@@ -40,7 +46,7 @@ class ModelService:
     command: list[str] | None = None          # default: python -m cachedmodel.service (PORT/HOST from env)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
-    log_file: str = field(default_factory=lambda: tempfile.mkstemp(prefix="cachedmodel-service-", suffix=".log")[1])
+    log_file: str = field(default_factory=lambda: _new_log_file())
 
     @property
     def url(self) -> str:
