@@ -9,6 +9,7 @@ import traceback
 BENCHMARKS = [
     "bench.bench_decorator",
     "bench.bench_service",
+    "bench.bench_operator",
 ]
 
 

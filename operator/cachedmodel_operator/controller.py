@@ -12,9 +12,11 @@ the operator only needs to watch and converge. Each worker:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
+import threading
 from dataclasses import dataclass, field
 
 import kopf
@@ -62,10 +64,12 @@ class Controller:
     def __init__(self) -> None:
         self.workers: dict[tuple[str, str], Worker] = {}
         self.kube: Kube | None = None
+        self._kube_lock = threading.Lock()
 
     def kube_client(self) -> Kube:
-        if self.kube is None:
-            self.kube = Kube(load_api_client(os.environ.get("KUBECONFIG") or None))
+        with self._kube_lock:  # called from worker threads
+            if self.kube is None:
+                self.kube = Kube(load_api_client(os.environ.get("KUBECONFIG") or None))
         return self.kube
 
     # ---- events
@@ -157,7 +161,6 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
 
 def _describe(error: Exception) -> str:
     if isinstance(error, ApiException):
-        import json
         try:
             detail = json.loads(error.body or "{}").get("message") or error.reason
         except ValueError:

@@ -15,7 +15,6 @@ from cachedmodel_operator.resource import PASSWORD_KEY, CachedModel
 from cachedmodel_operator.status import compute_status, status_changed
 
 log = logging.getLogger(__name__)
-REDIS_KINDS = ("StatefulSet", "Service", "Service", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Secret")
 
 
 @dataclass
@@ -83,6 +82,7 @@ def reconcile(kube: Kube, body: dict, memory: Memory, full: bool = True) -> dict
         memory.desired = {(c["kind"], c["metadata"]["name"]): c for c in desired}
         for child in desired:
             live[(child["kind"], child["metadata"]["name"])] = apply_child(kube, child)
+        log.debug("CachedModel %s/%s: applied %d children", cm.namespace, cm.name, len(desired))
     deployment = live.get(("Deployment", cm.model_name)) or kube.get("Deployment", cm.namespace, cm.model_name)
     statefulset = None
     if cm.redis_mode == "managed":
@@ -96,8 +96,16 @@ def write_status(kube: Kube, cm: CachedModel, body: dict, memory: Memory, status
     old = memory.status or body.get("status")
     if status_changed(old, status):
         kube.patch_status(cm.namespace, cm.name, status)
+        before, after = _ready(old), _ready(status)
+        if before.get("status") != after.get("status") or before.get("reason") != after.get("reason"):
+            log.info("CachedModel %s/%s Ready=%s (%s): %s", cm.namespace, cm.name, after.get("status"),
+                     after.get("reason"), after.get("message"))
     memory.status = status
     return status
+
+
+def _ready(status: dict | None) -> dict:
+    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
 
 
 def report_error(kube: Kube, body: dict, memory: Memory, message: str) -> None:

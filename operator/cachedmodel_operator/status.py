@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from urllib.parse import urlsplit, urlunsplit
 
 from cachedmodel_operator.resource import CachedModel
 
@@ -59,6 +60,14 @@ def cache_condition(cm: CachedModel, statefulset: dict | None) -> dict:
     return condition(CACHE_READY, True, "RedisReady", "Redis pod is ready")
 
 
+def without_credentials(url: str) -> str:
+    """A Redis URL fit for status: any user:password@ part removed."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def merge_conditions(old: list[dict] | None, new: list[dict], timestamp: str | None = None) -> list[dict]:
     """Keep lastTransitionTime when a condition's status did not flip; set it when it did."""
     timestamp = timestamp or now()
@@ -95,7 +104,7 @@ def compute_status(cm: CachedModel, deployment: dict | None, statefulset: dict |
     else:
         redis.update(maxmemory=cm.redis_mode, maxmemoryPolicy=cm.redis_mode)
         if cm.redis_url:
-            redis["url"] = cm.redis_url
+            redis["url"] = without_credentials(cm.redis_url)
     status = {
         "url": cm.url,
         "replicas": {"ready": ready, "desired": cm.model["replicas"]},

@@ -108,7 +108,8 @@ def test_helm_install_creates_the_operator_with_namespaced_rbac(release: Release
     sa = f"system:serviceaccount:{release.namespace}:{release.fullname}"
     can = lambda *a: cluster.kubectl("auth", "can-i", *a, "--as", sa, check=False).stdout.strip()  # noqa: E731
     assert can("create", "deployments.apps", "-n", release.watched) == "yes"
-    assert can("patch", "cachedmodels.cachedmodel.dev/status", "-n", release.watched) == "yes"
+    assert can("patch", "cachedmodels.cachedmodel.dev", "--subresource=status", "-n", release.watched) == "yes"
+    assert can("list", "secrets", "-n", release.watched) == "no", "Secrets are read by name only"
     assert can("create", "deployments.apps", "-n", "default") == "no"
     assert can("delete", "nodes") == "no"
 
@@ -185,8 +186,8 @@ def _redis_hits(metrics_text: str) -> float:
 
 
 def _redis_keys(release: Release) -> int:
-    out = release.cluster.kubectl("exec", "-n", release.watched, f"statefulset/{release.model}-redis", "--",
-                                  "sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli DBSIZE').stdout
+    out = release.cluster.kubectl("exec", "-n", release.watched, f"statefulset/{release.model}-redis", "-c", "redis",
+                                  "--", "sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli DBSIZE').stdout
     return int(out.strip().split()[-1])
 
 

@@ -93,3 +93,42 @@ def test_cache_disabled_config_serves_the_bare_model():
     config = parse_configuration(builders.service_config_map(CachedModel.from_body(body))["data"][CONFIG_KEY])
     model, wrapped = build_model(config)
     assert wrapped is model
+
+
+def test_rendered_redis_conf_and_start_script_run_a_real_redis(tmp_path):
+    """The managed Redis container's start script + redis.conf, run with Debian's redis-server
+    (paths and port moved under tmp_path): it starts, demands the password, and applies maxmemory/policy."""
+    import shutil
+    import subprocess
+
+    from cachedmodel_operator.builders.redis import START_SCRIPT
+    from tests.support.redis_server import free_port, wait_until
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (make setup installs it)")
+    body = copy.deepcopy(BODY)
+    body["spec"]["redis"] = {"maxmemory": "64mb", "maxmemoryPolicy": "allkeys-lfu"}
+    cm = CachedModel.from_body(body)
+    port = free_port()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tmp").mkdir()
+    conf = builders.redis_conf(cm).replace("port 6379", f"port {port}").replace("dir /data", f"dir {tmp_path}/data")
+    (tmp_path / "redis.conf").write_text(conf)
+    script = START_SCRIPT.replace("/etc/redis/redis.conf", str(tmp_path / "redis.conf")) \
+                         .replace("/tmp/redis.conf", str(tmp_path / "tmp/redis.conf"))
+    process = subprocess.Popen(["sh", "-c", script], env={"PATH": "/usr/bin:/bin:/usr/sbin",
+                                                          "REDIS_PASSWORD": "pw-from-secret"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password="pw-from-secret")
+        wait_until(client.ping, 10, what="managed-Redis start script serving")
+        assert client.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lfu"
+        assert client.config_get("appendonly")["appendonly"] == "no"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()
+        assert oct((tmp_path / "tmp/redis.conf").stat().st_mode & 0o777) == "0o600"
+        client.close()
+    finally:
+        process.terminate()
+        process.wait(10)

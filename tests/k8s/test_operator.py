@@ -6,7 +6,6 @@ own namespace. kwok marks pods Running/Ready, so readiness flows end to end with
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import time
 
@@ -314,3 +313,20 @@ def test_operator_restart_loses_nothing(ctl, operator):
     assert ctl.wait_ready("survive")["status"]["replicas"] == {"ready": 1, "desired": 1}
     ctl.wait_ready("newcomer")
     assert ctl.get("secret", "survive-redis-auth")["data"]["password"] == password
+
+
+def test_enabling_persistence_replaces_the_statefulset(ctl):
+    """volumeClaimTemplates are immutable: the operator replaces the StatefulSet instead of failing."""
+    ctl.apply(manifest("disk"))
+    ctl.wait(lambda: ctl.get("statefulset", "disk-redis"), "StatefulSet")
+    old_uid = ctl.get("statefulset", "disk-redis")["metadata"]["uid"]
+    ctl.kubectl("patch", "cmodel", "disk", "--type", "merge", "-p",
+                json.dumps({"spec": {"redis": {"persistence": {"enabled": True, "size": "2Gi"}}}}))
+
+    def replaced():
+        sts = ctl.get("statefulset", "disk-redis")
+        return (sts and sts["metadata"]["uid"] != old_uid and
+                sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi")
+    ctl.wait(replaced, "StatefulSet replaced with a volume claim template", 30)
+    assert "appendonly yes" in ctl.get("configmap", "disk-redis-config")["data"]["redis.conf"].splitlines()
+    assert ctl.condition("disk", "Ready").get("reason") != "ReconcileError"

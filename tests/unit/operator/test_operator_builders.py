@@ -203,7 +203,10 @@ def test_redis_statefulset():
     assert container["image"] == "redis:7.2"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert all("REDIS_PASSWORD\"" not in part or "$REDIS_PASSWORD" in part for part in container["command"])
+    script = container["command"][-1]
+    assert container["command"][:2] == ["sh", "-c"] and "args" not in container
+    assert 'requirepass "%s"' in script and '"$REDIS_PASSWORD"' in script, "password from env, not from args"
+    assert "> /tmp/redis.conf" in script and script.endswith("exec redis-server /tmp/redis.conf")
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "insurance-charges-redis-auth"
     assert "volumeClaimTemplates" not in spec
 
@@ -229,7 +232,7 @@ def test_redis_services():
 
 
 def test_network_policy_admits_only_this_models_pods():
-    cm, other = cached_model(), cached_model()
+    cm = cached_model()
     policy = builders.redis_network_policy(cm)
     redis_pods = builders.redis_statefulset(cm, "x")["spec"]["template"]["metadata"]["labels"]
     model_pods = deployment(cm)["spec"]["template"]["metadata"]["labels"]
@@ -242,7 +245,6 @@ def test_network_policy_admits_only_this_models_pods():
     assert allowed["app.kubernetes.io/instance"] == "insurance-charges"
     assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
     assert "namespaceSelector" not in peer
-    del other
 
 
 def test_pdb_selects_redis():

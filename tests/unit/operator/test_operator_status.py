@@ -85,3 +85,9 @@ def test_transition_time_kept_until_status_flips():
 def test_merge_conditions_new_type_gets_timestamp():
     merged = merge_conditions([], [{"type": "Ready", "status": "True"}], timestamp="T9")
     assert merged == [{"type": "Ready", "status": "True", "lastTransitionTime": "T9"}]
+
+
+def test_external_url_in_status_has_no_credentials():
+    cm = cached_model(redis={"external": {"url": "redis://user:hunter2@cache:6379/0"}})
+    status = compute_status(cm, deployment(2), None)
+    assert status["redis"]["url"] == "redis://cache:6379/0"
