@@ -10,7 +10,7 @@ def test_readme_table_matches_the_crd():
     text = README.read_text()
     start, end = text.index(docs.BEGIN), text.index(docs.END) + len(docs.END)
     assert text[start:end] == docs.fields_table(), \
-        "README 'Configuration reference' is stale: paste the output of `python -m cachedmodel_operator.docs`"
+        "README 'Configuration reference' is stale: run `python -m cachedmodel_operator.docs --write README.md`"
 
 
 def test_table_lists_every_schema_field():

@@ -87,6 +87,7 @@ BAD = [
     ({"cache": {"hashingFields": ["not-a-field"]}}, "spec.cache.hashingFields[0]"),
     ({"cache": {"ttlSeconds": -1}}, "spec.cache.ttlSeconds"),
     ({"cache": {"socketTimeoutSeconds": 0}}, "spec.cache.socketTimeoutSeconds"),
+    ({"cache": {"localCache": {"size": 10, "ttlSeconds": 0}}}, "spec.cache.localCache.ttlSeconds"),
     ({"cache": {"serdr": "JSON"}}, "spec.cache.serdr"),
     ({"redis": {"maxmemoryPolicy": "volatile-lru"}}, "spec.redis.maxmemoryPolicy"),
     ({"model": {"env": [{"name": "REDIS_URL", "value": "redis://elsewhere"}]}}, "spec.model.env[0].name"),
