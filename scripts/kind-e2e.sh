@@ -63,10 +63,18 @@ created=0
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  set +e  # clean up as much as possible whatever fails here
   if [[ $created == 1 && $status != 0 ]]; then
     log "failed (exit $status): cluster state for diagnosis"
-    kubectl get nodes,cachedmodels,all,events -A -o wide 2>&1 | tail -n 150 || true
-    kubectl logs -A -l app.kubernetes.io/name=cachedmodel-operator --tail=100 --prefix 2>&1 || true
+    kubectl get nodes -o wide 2>&1 || true
+    kubectl get cachedmodels -A 2>&1 || true
+    kubectl get all,events -A -o wide 2>&1 | tail -n 150 || true
+    kubectl get pods -A -l app.kubernetes.io/name=cachedmodel-operator \
+      -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.metadata.name}{"\n"}{end}' 2>/dev/null |
+      while read -r ns pod; do
+        echo "--- operator log $ns/$pod"
+        kubectl logs -n "$ns" "$pod" --tail=100 2>&1
+      done
   fi
   if [[ $created == 1 && "${KEEP_CLUSTER:-0}" == 1 ]]; then
     log "KEEP_CLUSTER=1: keeping cluster $CLUSTER (KUBECONFIG=$KUBECONFIG); delete it with: kind delete cluster --name $CLUSTER"

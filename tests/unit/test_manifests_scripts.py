@@ -56,3 +56,48 @@ def test_kind_config_pins_the_node_image_by_digest():
         assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"]), node["image"]
     assert "--config kind-config.yaml" in script
     assert 'CACHEDMODEL_REAL_PODS=1' in script and "-m pytest tests/e2e" in script, "kind runs the shared e2e suite"
+
+
+STUB = """#!/usr/bin/env bash
+# stand-in for {name}: records its arguments; `kind create cluster` writes the kubeconfig it is asked for
+echo "{name} $*" >> "$CALLS"
+if [[ "{name} $1 $2" == "kind create cluster" ]]; then
+  while [[ $# -gt 0 ]]; do [[ "$1" == --kubeconfig ]] && echo "apiVersion: v1" > "$2"; shift; done
+fi
+if [[ "{name} $1" == "kind version" ]]; then echo "kind v0.33.0 go1.26 linux/amd64"; fi
+if [[ "{name} $1" == "kind get" ]]; then echo "some-other-cluster"; fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("pytest_args, succeeds", [("--collect-only -q", True), ("--no-such-option", False)],
+                         ids=["suite-passes", "suite-fails"])
+def test_kind_e2e_flow_and_teardown(tmp_path, pytest_args, succeeds):
+    """The script's control flow with docker and kind replaced by recorders (no Docker here): build,
+    cluster from kind-config.yaml, image loads, the shared pytest suite with the kind kubeconfig and
+    CACHEDMODEL_REAL_PODS=1, and the cluster deleted at the end even when the suite fails."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("docker", "kind"):
+        (stubs / name).write_text(STUB.format(name=name))
+        (stubs / name).chmod(0o755)
+    calls = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEDMODEL_")}
+    env.update(PATH=f"{stubs}:{os.environ['PATH']}", CALLS=str(calls), PYTEST_ARGS=pytest_args,
+               KIND_CLUSTER_NAME="cm-test")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "kind-e2e.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert (result.returncode == 0) == succeeds, result.stdout[-3000:] + result.stderr[-3000:]
+    recorded = calls.read_text().splitlines()
+    builds = [c for c in recorded if c.startswith("docker build")]
+    assert any("images/operator/Dockerfile -t cachedmodel/operator:0.1.0" in b for b in builds), builds
+    assert any("images/model-service/Dockerfile -t cachedmodel/insurance-charges-model:0.1.0" in b for b in builds)
+    create = next(c for c in recorded if c.startswith("kind create cluster"))
+    assert "--name cm-test --config kind-config.yaml" in create
+    load = next(c for c in recorded if c.startswith("kind load docker-image"))
+    for image in ("cachedmodel/operator:0.1.0", "cachedmodel/insurance-charges-model:0.1.0", "redis:7.2"):
+        assert image in load
+    assert recorded[-1].startswith("kind delete cluster --name cm-test"), recorded
+    assert recorded.index(create) < recorded.index(load)
+    if succeeds:
+        assert "test_helm_install_creates_the_operator_with_namespaced_rbac" in result.stdout, "the shared e2e suite ran"
