@@ -57,8 +57,9 @@ test-integration: setup ## integration tests against a real redis-server
 test-k8s: setup tools ## operator and chart tests against the local control plane
 	CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/k8s
 
-test-e2e: setup tools ## e2e suite against $$KUBECONFIG or the local control plane
-	CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/e2e
+# `make test-e2e KUBECONFIG=~/.kube/config` targets that cluster; without it, a local control plane.
+test-e2e: setup tools ## e2e suite against the cluster $$KUBECONFIG names, else the local control plane
+	CACHEDMODEL_KUBECONFIG="$${CACHEDMODEL_KUBECONFIG:-$${KUBECONFIG:-}}" CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/e2e
 
 # ---------------------------------------------------------------- benchmarks
 bench: setup ## benchmarks; results in bench/results/*.json and *.md
