@@ -62,7 +62,7 @@ test-e2e: setup tools ## e2e suite against the cluster $$KUBECONFIG names, else 
 	CACHEDMODEL_KUBECONFIG="$${CACHEDMODEL_KUBECONFIG:-$${KUBECONFIG:-}}" CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/e2e
 
 # ---------------------------------------------------------------- benchmarks
-bench: setup ## benchmarks; results in bench/results/*.json and *.md
+bench: setup tools ## benchmarks; results in bench/results/*.json and *.md
 	$(PY) -m bench.run_all
 
 # ---------------------------------------------------------------- demo
