@@ -66,7 +66,8 @@ bench: setup tools ## benchmarks; results in bench/results/*.json and *.md
 	$(PY) -m bench.run_all
 
 # ---------------------------------------------------------------- demo
-demo: setup ## start redis + the model service, send a workload, print the latency/hit table, stop all
+# not `setup`: the demo needs no wrk (a load generator only the benchmarks use)
+demo: $(VENV)/.installed redis-server model ## start redis + the model service, send a workload, print the latency/hit table, stop all
 	$(PY) -m scripts.demo
 
 # ---------------------------------------------------------------- kubernetes tools

@@ -35,7 +35,8 @@ RECIPE = "3"
 
 
 def tools_cache() -> Path:
-    return Path(os.environ.get("TOOLS_CACHE") or Path.home() / ".cache" / "cachedmodel-tools")
+    """$TOOLS_CACHE (made absolute: the toolset's symlinks point into it), else ~/.cache/cachedmodel-tools."""
+    return Path(os.environ.get("TOOLS_CACHE") or Path.home() / ".cache" / "cachedmodel-tools").expanduser().absolute()
 
 
 def toolset_bin_dir(cache: Path | None = None) -> Path:
@@ -70,6 +71,9 @@ def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("CGO_ENABLED", "0")  # static binaries, no C toolchain needed
     env["GOFLAGS"] = "-mod=mod -buildvcs=false"
+    # Our throwaway modules must never join a workspace: a go.work in a parent of $TOOLS_CACHE (e.g. in
+    # $HOME) or a GOWORK setting would make `go mod tidy`/`go build` refuse them or -mod=mod.
+    env["GOWORK"] = "off"
     env.setdefault("GOTOOLCHAIN", "local")
     return env
 

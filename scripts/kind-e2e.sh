@@ -104,8 +104,24 @@ log "creating kind cluster $CLUSTER (kind-config.yaml)"
 created=1
 kind create cluster --name "$CLUSTER" --config kind-config.yaml --kubeconfig "$KUBECONFIG" --wait 180s
 
+# `kind load docker-image` fails on a pulled multi-platform image (redis) under Docker's containerd
+# image store, the default of new Docker 29 installs: `docker save` writes the whole platform index
+# but only the host's platform was pulled (kind#3795, "content digest ... not found"). The
+# workaround kind documents: save only the host's platform and load the archive.
+load_image() {
+  local image=$1 platform archive="$workdir/image.tar"
+  kind load docker-image --name "$CLUSTER" "$image" && return 0
+  platform=$(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$image")
+  log "kind load docker-image $image failed: retrying with docker save --platform $platform (kind#3795)"
+  docker save --platform "$platform" -o "$archive" "$image"
+  kind load image-archive --name "$CLUSTER" "$archive"
+  rm -f "$archive"
+}
+
 log "loading images into the node"
-kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$MODEL_IMAGE" "$REDIS_IMAGE"
+for image in "$OPERATOR_IMAGE" "$MODEL_IMAGE" "$REDIS_IMAGE"; do
+  load_image "$image"
+done
 
 log "running the e2e suite against $CLUSTER (real pods)"
 # shellcheck disable=SC2086  # PYTEST_ARGS is a list of arguments on purpose

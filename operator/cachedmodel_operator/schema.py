@@ -27,6 +27,8 @@ RESERVED_ENV = ("PORT", "REST_CONFIG", "REDIS_URL", "REDIS_PASSWORD")
 MANAGED_REDIS_FIELDS = ("image", "maxmemory", "maxmemoryPolicy", "persistence", "resources")
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME_LENGTH = 40
+# Names that would collide with the children of another CachedModel (<x>-redis is x's Redis Service).
+RESERVED_NAME_SUFFIXES = ("-redis", "-redis-headless")
 
 
 class InvalidCachedModel(ValueError):
@@ -142,6 +144,10 @@ def cross_field_errors(obj: dict) -> list[str]:
     name = (obj.get("metadata") or {}).get("name", "")
     if not DNS_1035.match(name or "") or len(name) > MAX_NAME_LENGTH:
         errors.append(f"metadata.name: must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters, got {name!r}")
+    if isinstance(name, str) and name.endswith(RESERVED_NAME_SUFFIXES):
+        errors.append(f"metadata.name: must not end with {' or '.join(RESERVED_NAME_SUFFIXES)}: CachedModel <x> "
+                      f"already names its Redis Service <x>-redis, ConfigMap <x>-redis-config and headless Service "
+                      f"<x>-redis-headless, got {name!r}")
     spec = obj.get("spec") or {}
     model, cache, redis = spec.get("model") or {}, spec.get("cache") or {}, spec.get("redis") or {}
     env = model.get("env") or []

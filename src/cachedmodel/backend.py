@@ -14,7 +14,6 @@ import asyncio
 import collections
 import os
 import threading
-import weakref
 
 import redis
 import redis.asyncio
@@ -68,8 +67,9 @@ class RedisBackend:
         self._connection_kwargs = dict(pool.connection_kwargs)
         self._idle: collections.deque = collections.deque()  # append/pop are atomic: no lock needed
         self._pid = os.getpid()
-        self._async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = \
-            weakref.WeakKeyDictionary()
+        # loop -> its client. Not a WeakKeyDictionary: the client's streams reference their loop, so
+        # entries would never go away; clients of closed loops are dropped when a new loop asks instead.
+        self._async_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
         self._async_lock = threading.Lock()
 
     def _make_client(self, client_class, retry):
@@ -147,6 +147,8 @@ class RedisBackend:
             with self._async_lock:
                 client = self._async_clients.get(loop)
                 if client is None:
+                    for ended in [old for old in self._async_clients if old.is_closed()]:
+                        del self._async_clients[ended]  # its loop ended without aclose(): free its sockets
                     client = self._make_client(redis.asyncio.Redis, AsyncRetry(NoBackoff(), 0))
                     self._async_clients[loop] = client
         return client

@@ -2,6 +2,7 @@
 
 closed --N consecutive failures--> open --reset interval passed--> half-open (one probe call)
 half-open --probe succeeds--> closed;  half-open --probe fails--> open again (new interval).
+A probe that never reports (its caller was cancelled mid-call) is replaced after another interval.
 
 While open, lookups are skipped at once, so a dead Redis does not add its timeout to every request.
 """
@@ -27,6 +28,7 @@ class CircuitBreaker:
         self.failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        self._probe_started_at = 0.0
 
     def allow(self) -> bool:
         """May the caller talk to Redis now? In half-open state only one caller (the probe) may."""
@@ -35,11 +37,15 @@ class CircuitBreaker:
         with self._lock:
             if self.state == CLOSED:
                 return True
-            if self.state == OPEN and self._clock() - self._opened_at >= self.reset_seconds:
+            now = self._clock()
+            if self.state == OPEN and now - self._opened_at >= self.reset_seconds:
                 self.state = HALF_OPEN
                 self._probe_in_flight = False
-            if self.state == HALF_OPEN and not self._probe_in_flight:
+            # a probe that never reported back (its caller was cancelled) must not block recovery forever
+            if self.state == HALF_OPEN and (not self._probe_in_flight
+                                            or now - self._probe_started_at >= self.reset_seconds):
                 self._probe_in_flight = True
+                self._probe_started_at = now
                 return True
             return False
 

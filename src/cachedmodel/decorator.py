@@ -41,6 +41,11 @@ def _was_stored(outcome: tuple[BaseModel, bool]) -> bool:
     return outcome[1]
 
 
+# _lookup's answer when Redis just failed to answer (connection/timeout...): the model answers and the
+# SET is skipped, so one request pays at most one Redis timeout
+_UNREACHABLE = object()
+
+
 class RedisCachingDecorator(MLModelDecorator):
     """Caches predictions of the decorated model in Redis; see the README section "The decorator"."""
 
@@ -89,7 +94,8 @@ class RedisCachingDecorator(MLModelDecorator):
             qualified_name=name, version=model.version, prefix=options.prefix, hashing_fields=hashing_fields,
             reduced_precision_fields=options.reduced_precision_fields or (),
             number_of_places=options.number_of_places, serder=options.serder,
-            use_compression=options.use_compression, value_format=VALUE_FORMAT)
+            use_compression=options.use_compression, value_format=VALUE_FORMAT,
+            output_fields=tuple(output_type.model_fields))
         super().set_model(model)
         state = self.__dict__
         state["_input_type"] = input_type
@@ -120,13 +126,17 @@ class RedisCachingDecorator(MLModelDecorator):
             self._count_error("encode", f"cannot build a key: {error}")
             return self._model.predict(data=data)
         output = self._lookup(key)
+        store = True
         if output is not None:
-            return output
+            if output is not _UNREACHABLE:
+                return output
+            store = False
         self._metrics.misses.inc()
         flight = self._flight
         if flight is None:
-            return self._predict_and_store(key, data)[0]
-        (output, _), shared = flight.do(key, lambda: self._predict_and_store(key, data), linger_if=_was_stored)
+            return self._predict_and_store(key, data, store)[0]
+        (output, _), shared = flight.do(key, lambda: self._predict_and_store(key, data, store),
+                                        linger_if=_was_stored)
         if shared:
             self._metrics.shared.inc()
             return output.model_copy() if isinstance(output, BaseModel) else output
@@ -136,7 +146,8 @@ class RedisCachingDecorator(MLModelDecorator):
         """Hit-only lookup: the cached output for `data`, or None (miss or any error). Never calls the model."""
         try:
             self._require_model()
-            return self._lookup(self._keys.key(self._prepare_input(data)))
+            output = self._lookup(self._keys.key(self._prepare_input(data)))
+            return None if output is _UNREACHABLE else output
         except Exception as error:  # noqa: BLE001
             self._count_error("other", f"get_cached failed: {error}")
             return None
@@ -212,8 +223,9 @@ class RedisCachingDecorator(MLModelDecorator):
         self._metrics.local_hits.inc()
         return output
 
-    def _lookup(self, key: str) -> BaseModel | None:
-        """Local tier, then Redis (unless the circuit is open). None = use the model."""
+    def _lookup(self, key: str) -> Any:
+        """Local tier, then Redis (unless the circuit is open). None = use the model; _UNREACHABLE = use
+        the model and do not try to store (Redis just failed to answer)."""
         if self._local is not None:
             output = self._local_lookup(key)
             if output is not None:
@@ -228,7 +240,7 @@ class RedisCachingDecorator(MLModelDecorator):
         except CacheBackendError as error:
             metrics.lookup_seconds.observe(_perf_counter() - started)
             self._backend_failed(error)
-            return None
+            return _UNREACHABLE if error.trips_breaker else None
         metrics.lookup_seconds.observe(_perf_counter() - started)
         return self._from_redis(key, stored)
 
@@ -251,8 +263,8 @@ class RedisCachingDecorator(MLModelDecorator):
         self._metrics.redis_hits.inc()
         return output
 
-    def _predict_and_store(self, key: bytes, data: BaseModel) -> tuple[BaseModel, bool]:
-        """The model's output, and whether it is now in Redis."""
+    def _predict_and_store(self, key: bytes, data: BaseModel, store: bool = True) -> tuple[BaseModel, bool]:
+        """The model's output, and whether it is now in Redis (not tried when `store` is false)."""
         output = self._model.predict(data=data)
         if type(output) is not self._output_type:
             self._count_error("encode", f"model returned {type(output).__name__}, not "
@@ -265,7 +277,7 @@ class RedisCachingDecorator(MLModelDecorator):
             return output, False
         if self._local is not None:
             self._local.put(key, stored)
-        if not self._breaker.allow():
+        if not store or not self._breaker.allow():
             return output, False
         try:
             self._backend.set(key, stored, self.options.ttl_seconds)

@@ -7,7 +7,8 @@
   Anything that changes the keyed input or the stored bytes is in it, so changing it changes every key.
 - body: MessagePack array of the hashing fields' values, in sorted field-name order (the names are in
   the namespace, in the same order, so each value is bound to its field). MessagePack
-  keeps bool, int, float (always 64-bit), str, bytes, None, lists and maps apart; other values are
+  keeps bool, int, float (always 64-bit), str, bytes, None, lists and maps apart; maps are written
+  with their keys in canonical order (equal dicts give one key whatever their insertion order); other values are
   tagged with an ExtType code (enum, big int, datetime/date/time, Decimal, UUID, set, nested model),
   so `True`, `1`, `1.0` and `"1"` never collide.
 
@@ -29,7 +30,7 @@ from typing import Any, Iterable
 import msgpack
 from pydantic import BaseModel
 
-KEY_FORMAT = 1
+KEY_FORMAT = 2  # 2: output field names joined the namespace
 DIGEST_SIZE = 16
 
 # ExtType codes of the canonical encoding (never renumber: keys would change)
@@ -62,6 +63,22 @@ def _canonical_default(value: Any) -> Any:
     raise TypeError(f"cannot build a cache key from a value of type {type(value).__name__}")
 
 
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
+_LEAF_TYPES = set(_PLAIN)  # types seen in keyed values that are not containers (grows by a few types)
+
+
+def _sorted_maps(value: Any) -> Any:
+    """Dicts (at any depth) re-built with their keys in canonical-bytes order: MessagePack writes a map
+    in insertion order, and equal dicts must give equal keys (a JSON body may list its keys in any order)."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, dict):
+        return {key: _sorted_maps(item) for key, item in sorted(value.items(), key=lambda kv: canonical_bytes(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_sorted_maps(item) for item in value]
+    return value  # sets and nested models are canonicalised by _canonical_default
+
+
 def _widen_big_ints(value: Any) -> Any:
     """Replace integers outside MessagePack's 64-bit range by a tagged decimal string (rare path)."""
     if isinstance(value, int) and not isinstance(value, bool) and not -(2 ** 63) <= value < 2 ** 64:
@@ -88,6 +105,7 @@ def _packer() -> msgpack.Packer:
 
 def canonical_bytes(value: Any) -> bytes:
     """The canonical MessagePack encoding of a value (see the module docstring)."""
+    value = _sorted_maps(value)
     try:
         return msgpack.packb(value, default=_canonical_default, **_packer_options)
     except OverflowError:
@@ -96,11 +114,13 @@ def canonical_bytes(value: Any) -> bytes:
 
 def namespace_bytes(*, qualified_name: str, version: str, prefix: str, hashing_fields: Iterable[str],
                     reduced_precision_fields: Iterable[str], number_of_places: int | None, serder: str,
-                    use_compression: bool, value_format: int) -> bytes:
-    """Everything besides the input that a key depends on, canonically encoded."""
+                    use_compression: bool, value_format: int, output_fields: Iterable[str] = ()) -> bytes:
+    """Everything besides the input that a key depends on, canonically encoded. The output field names
+    are in their schema order: values are stored as an array in that order, so a reordered or renamed
+    output schema must never read entries written for the old one."""
     return canonical_bytes(["cachedmodel", KEY_FORMAT, str(qualified_name), str(version), prefix,
                             sorted(hashing_fields), sorted(reduced_precision_fields), number_of_places,
-                            serder, bool(use_compression), value_format])
+                            serder, bool(use_compression), value_format, list(output_fields)])
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -128,6 +148,13 @@ class KeyBuilder:
         values = self._getter(data.__dict__)
         if self._single:
             values = (values,)
+        for value in values:
+            kind = type(value)
+            if kind not in _LEAF_TYPES:
+                if isinstance(value, (dict, list, tuple)):
+                    values = _sorted_maps(values)  # rare path: containers may hold dicts
+                    break
+                _LEAF_TYPES.add(kind)  # enums, datetimes...: never walked again
         try:
             body = _packer().pack(values)
         except OverflowError:

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from cachedmodel import RedisCachingDecorator
 from tests.support.insurance_like_model import InsuranceLikeModel, InsuranceOutput, sample_input
+from tests.support.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
 CHOICES = [(serder, compression) for serder in ("JSON", "MessagePack") for compression in (False, True)]
@@ -204,6 +205,22 @@ def test_get_cached_and_aget_cached_are_hit_only(redis_server):
         first, second = asyncio.run(twice())
         assert first == second == expected and type(first) is InsuranceOutput
     assert model.calls == 1
+
+
+def test_event_loops_that_end_without_aclose_do_not_leak_redis_connections(redis_server, client):
+    """asyncio.run() per call (or a test framework's loop per test) must not leave one open
+    redis.asyncio client per finished loop behind."""
+    import gc
+
+    _, decorator = make(redis_server)
+    data = sample_input()
+    expected = decorator.predict(data)
+    baseline = client.info("clients")["connected_clients"]
+    for _ in range(12):
+        assert asyncio.run(decorator.aget_cached(data)) == expected
+    gc.collect()
+    wait_until(lambda: client.info("clients")["connected_clients"] <= baseline + 1, timeout=10,
+               what="connections of finished event loops to be closed")
 
 
 def test_password_and_database_from_env(redis_server_factory, monkeypatch):

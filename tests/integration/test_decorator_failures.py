@@ -82,6 +82,24 @@ def test_paused_redis_times_out_quickly_and_the_circuit_opens(redis_server):
     assert elapsed < 1.5, elapsed  # two 0.1 s timeouts, then no more waiting
 
 
+def test_one_request_pays_at_most_one_redis_timeout(redis_server):
+    """After its GET timed out, a request does not also try to SET the model's answer (a second timeout)."""
+    name = "one_timeout_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, socket_timeout=0.2, circuit_breaker_failures=3,
+                                      circuit_breaker_reset_seconds=30)
+    decorator.predict(sample_input())  # connections are open before the pause
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+        try:
+            for count, age in enumerate((20, 21, 22), 1):
+                assert decorator.predict(sample_input(age=age)) == model.predict(sample_input(age=age))
+                assert errors(name, "timeout") == count  # the GET timed out; no SET was tried
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+    assert decorator.circuit_state == "open"
+
+
 def test_full_redis_under_noeviction_counts_oom_and_keeps_predicting(redis_server_factory):
     server = redis_server_factory(extra_args=["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"])
     with redis.Redis(port=server.port) as admin:
@@ -137,3 +155,39 @@ def test_threads_keep_predicting_while_redis_dies(redis_server):
         done.set()
         [thread.join(10) for thread in threads]
     assert not failures
+
+
+def test_a_cancelled_async_probe_does_not_keep_the_cache_off(redis_server):
+    """aget_cached is the half-open probe and its caller gives up (asyncio timeout): the probe never
+    reports, yet the circuit must close again once Redis answers (recovery is automatic)."""
+    import asyncio
+
+    name = "cancelled_probe_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, socket_timeout=0.5, circuit_breaker_failures=1,
+                                      circuit_breaker_reset_seconds=0.3)
+    data = sample_input()
+    decorator.predict(data)  # stored
+
+    async def impatient_lookup():
+        try:
+            await asyncio.wait_for(decorator.aget_cached(data), 0.1)
+        except asyncio.TimeoutError:
+            pass
+
+    with redis.Redis.from_url(redis_server.url) as admin:
+        # paused clients wait; so does the UNPAUSE below (it returns when the pause ends, < redis-py's 5 s timeout)
+        admin.execute_command("CLIENT", "PAUSE", "4000", "ALL")
+        try:
+            decorator.predict(sample_input(age=30))  # times out: the circuit opens
+            assert decorator.circuit_state == "open"
+            # once the interval has passed, the async lookup is the probe, and it is cancelled mid-call
+            wait_until(lambda: asyncio.run(impatient_lookup()) or decorator.circuit_state == "half_open",
+                       timeout=3, interval=0.05, what="the async probe to start")
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+    hits = metric("cachedmodel_cache_hits_total", model=name, tier="redis")
+    wait_until(lambda: decorator.predict(data) and metric("cachedmodel_cache_hits_total", model=name,
+                                                          tier="redis") > hits,
+               timeout=10, interval=0.05, what="cache hits after the cancelled probe")
+    assert decorator.circuit_state == "closed"

@@ -200,6 +200,26 @@ def test_model_error_is_a_5xx_with_the_reason(tmp_path, redis_server):
         assert redis.Redis.from_url(redis_server.url).dbsize() == 1  # errors are never cached
 
 
+def test_a_decorator_listed_after_the_cache_is_never_skipped_by_the_fast_path(tmp_path, redis_server):
+    """rest-model-service wraps in list order (the last decorator is outermost): hits of an inner
+    caching decorator must still go through the outer decorator, so the fast path stays off."""
+    config = tmp_path / "rest_config.yaml"
+    config.write_text(yaml.safe_dump({"models": [{
+        "class_path": "tests.support.service_models.FailingModel", "create_endpoint": True,
+        "decorators": [{"class_path": "cachedmodel.RedisCachingDecorator", "configuration": {"url": redis_server.url}},
+                       {"class_path": "tests.support.service_models.OffsetDecorator",
+                        "configuration": {"offset": 1000}}]}]}))
+    store = redis.Redis.from_url(redis_server.url)
+    with ModelService(config=config) as svc, httpx.Client(base_url=svc.url, timeout=5.0) as http:
+        first = http.post("/api/models/failing_model/prediction", json={"value": 4})
+        hits_before = store.info("stats")["keyspace_hits"]
+        second = http.post("/api/models/failing_model/prediction", json={"value": 4})
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json() == {"doubled": 1008}  # the outer decorator ran both times
+    assert second.headers.get("x-cache") != "hit"
+    assert store.dbsize() == 1 and store.info("stats")["keyspace_hits"] == hits_before + 1  # still cached inside
+
+
 def test_stock_rest_model_service_command_caches_with_the_same_config(redis_server):
     store = redis.Redis.from_url(redis_server.url)
     stock = ModelService(env={"REDIS_URL": redis_server.url},

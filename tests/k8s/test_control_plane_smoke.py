@@ -7,6 +7,7 @@ tokens authenticate, and helm installs and uninstalls a chart.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import uuid
 
@@ -40,6 +41,13 @@ def test_server_reports_the_built_version(kube_cluster):
     version = json.loads(kube_cluster.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"].startswith("v1.")
     assert version["clientVersion"]["gitVersion"] == version["serverVersion"]["gitVersion"]
+    if not kube_cluster.external and not os.environ.get("CACHEDMODEL_K8S_BIN_DIR"):
+        # the binaries `make tools` built: the version ldflags make them report the pinned release
+        from scripts.build_tools import HELM_VERSION, K8S_VERSION
+
+        assert version["serverVersion"]["gitVersion"] == K8S_VERSION
+        assert version["serverVersion"]["gitTreeState"] == "clean" and version["serverVersion"]["buildDate"]
+        assert kube_cluster.helm("version", "--template", "{{.Version}}").stdout.strip() == HELM_VERSION
 
 
 def test_deployment_pods_become_ready_on_kwok_nodes(kube_cluster, k8s_namespace):

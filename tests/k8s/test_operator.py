@@ -112,6 +112,7 @@ BAD = [
     ({"model": {"resources": {"limits": {"memory": "lots"}}}}, "spec.model.resources.limits.memory"),
     ({"redis": {"persistence": {"enabled": True, "size": "big"}}}, "spec.redis.persistence.size"),
     ({"redis": {"external": {"url": "http://cache:6379"}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"url": "redis://cache:99999/0"}}}, "spec.redis.external.url"),  # decorator refuses
     ({"redis": {"external": {"url": "redis://c:6379"}, "maxmemory": "1gb"}}, "spec.redis.external"),
     ({"cache": {"reducedPrecision": {"fields": ["bmi"]}}}, "spec.cache.reducedPrecision.numberOfPlaces"),
     ({"cache": {"hashingFields": ["age", "age"]}}, "spec.cache.hashingFields[1]"),
@@ -138,6 +139,14 @@ def test_invalid_resources_are_refused_naming_the_field(ctl, change, field):
 def test_bad_name_is_refused(ctl):
     result = ctl.apply(manifest("a" * 41), check=False)
     assert result.returncode != 0 and "metadata.name" in result.stderr
+
+
+def test_name_of_another_cachedmodels_redis_service_is_refused(ctl):
+    """`shop-redis` would take over the Redis Service and ConfigMap of CachedModel `shop` (same field manager)."""
+    ctl.apply(manifest("shop"))
+    result = ctl.apply(manifest("shop-redis"), check=False)
+    assert result.returncode != 0 and "metadata.name must not end with -redis" in result.stderr, result.stderr
+    assert ctl.cm("shop-redis") is None
 
 
 # ------------------------------------------------------------------ lifecycle

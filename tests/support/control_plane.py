@@ -180,6 +180,7 @@ class ControlPlane:
     server: str
 
     def __init__(self, bin_dir: Path, workdir: Path | None = None, kubeconfig: str | None = None):
+        kubeconfig = kubeconfig or None  # "" (e.g. `make test-e2e` with KUBECONFIG unset) = start a local one
         self.bin_dir = str(bin_dir)
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="cachedmodel-k8s-"))
         self.components: list[Component] = []
@@ -357,7 +358,7 @@ def _unavailable(reason: str) -> None:
 def kube_cluster():
     """The session's cluster: CACHEDMODEL_KUBECONFIG's, or a local control plane started here."""
     bin_dir = default_bin_dir()
-    existing = os.environ.get("CACHEDMODEL_KUBECONFIG")
+    existing = os.environ.get("CACHEDMODEL_KUBECONFIG") or None
     missing = missing_binaries(bin_dir, CLIENT_BINARIES if existing else LOCAL_BINARIES)
     if missing:
         _unavailable(f"Kubernetes binaries {', '.join(missing)} not found in {bin_dir}")

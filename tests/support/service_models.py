@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ml_base import MLModel
+from ml_base.decorator import MLModelDecorator
 from pydantic import BaseModel, Field
 
 
@@ -54,3 +55,12 @@ class FailingModel(_Base):
         if data.value >= 500:
             raise RuntimeError(f"cannot handle value {data.value}")
         return super().predict(data)
+
+
+class OffsetDecorator(MLModelDecorator):
+    """Adds `offset` to the wrapped model's `doubled`: listed after the caching decorator it is the
+    outermost one, and a cache hit must still pass through it."""
+
+    def predict(self, data: EchoInput) -> EchoOutput:
+        output = self.__dict__["_model"].predict(data)
+        return EchoOutput(doubled=output.doubled + self.__dict__["_configuration"].get("offset", 1))

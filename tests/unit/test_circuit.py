@@ -65,3 +65,19 @@ def test_only_one_of_many_threads_probes():
     [thread.start() for thread in threads]
     [thread.join() for thread in threads]
     assert allowed.count(True) == 1
+
+
+def test_a_probe_that_never_reports_is_replaced_after_another_interval():
+    """A probe whose caller was cancelled (asyncio timeout) never records success or failure: the
+    breaker must not stay half-open with that probe 'in flight' forever (the cache would be off for good)."""
+    clock = Clock()
+    breaker = CircuitBreaker(1, 5.0, clock)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.allow() and breaker.state == HALF_OPEN  # the probe starts ... and is never heard of again
+    clock.now += 4.9
+    assert not breaker.allow()
+    clock.now += 0.2
+    assert breaker.allow()  # a new probe
+    assert not breaker.allow()
+    assert breaker.record_success() is True and breaker.state == CLOSED

@@ -90,7 +90,7 @@ def test_unreachable_redis_falls_back_to_the_model_and_the_circuit_opens():
     assert [output.charges for output in outputs] == [model.predict(sample_input(age=20 + i)).charges
                                                       for i in range(10)]
     assert decorator.circuit_state == "open"
-    # two failed GETs (the SET after the first miss also failed) opened it; afterwards Redis is skipped
+    # two failed GETs opened it (no SET is tried after a failed GET); afterwards Redis is skipped
     assert metric("cachedmodel_cache_errors_total", model="unreachable_model", kind="connection") - before == 2
     assert metric("cachedmodel_circuit_breaker_open", model="unreachable_model") == 1
     assert decorator.get_cached(sample_input()) is None

@@ -66,3 +66,45 @@ def test_kwok_nodes_are_selected_by_kwok_and_schedulable():
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
     assert "taints" not in node.get("spec", {})
     assert node["status"]["allocatable"]["pods"] == "110"
+
+
+def test_empty_kubeconfig_setting_means_a_local_control_plane(tmp_path: Path):
+    """`make test-e2e` passes CACHEDMODEL_KUBECONFIG="" when KUBECONFIG is unset: that must start the
+    local control plane, not treat "" as an existing cluster (which started nothing)."""
+    from tests.support.control_plane import ControlPlane
+
+    cluster = ControlPlane(tmp_path / "bin", workdir=tmp_path, kubeconfig="")
+    assert not cluster.external
+    assert cluster.kubeconfig == str(tmp_path / "admin.kubeconfig")
+
+
+def test_go_commands_ignore_a_workspace_and_the_users_goflags(tmp_path: Path, monkeypatch):
+    """A fresh machine's Go settings must not leak into the tool builds: a go.work above the cache
+    (here: its parent; on a real machine, e.g. $HOME) or in GOWORK, or a GOFLAGS=-mod=vendor."""
+    import shutil
+
+    if shutil.which("go") is None:
+        pytest.skip("go not installed (make tools needs it)")
+    (tmp_path / "go.work").write_text("go 1.24\n")
+    build_dir = tmp_path / "cache" / "build"
+    build_dir.mkdir(parents=True)
+    monkeypatch.setenv("GOFLAGS", "-mod=vendor")
+    monkeypatch.delenv("GOWORK", raising=False)
+    out = build_tools.run(["go", "env", "GOWORK", "GOFLAGS"], build_dir).split("\n")
+    assert out[0] == "off", f"go would use the workspace {out[0]!r}"
+    assert "-mod=mod" in out[1] and "vendor" not in out[1]
+
+
+def test_toolset_links_work_with_a_relative_tools_cache(tmp_path: Path, monkeypatch):
+    """`make tools TOOLS_CACHE=tools-cache` (relative): the links in the toolset dir must still reach the binaries."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOOLS_CACHE", "tools-cache")
+    cache = build_tools.tools_cache()
+    tool = build_tools.Tool("demo", "v1.0.0", "example.com/demo", ["example.com/demo/cmd/demo"], ["demo"])
+    binary = cache / tool.key / "bin" / "demo"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    bin_dir = build_tools.link_toolset(cache, [tool])
+    assert (bin_dir / "demo").resolve() == binary.resolve() and (bin_dir / "demo").is_file()
+    monkeypatch.chdir("/")  # the fixtures may run from elsewhere
+    assert (bin_dir / "demo").is_file()

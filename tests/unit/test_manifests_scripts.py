@@ -66,6 +66,11 @@ if [[ "{name} $1 $2" == "kind create cluster" ]]; then
 fi
 if [[ "{name} $1" == "kind version" ]]; then echo "kind v0.33.0 go1.26 linux/amd64"; fi
 if [[ "{name} $1" == "kind get" ]]; then echo "some-other-cluster"; fi
+if [[ "{name} $1 $2" == "docker image inspect" && "$3" == -f ]]; then echo "linux/amd64"; fi
+# FAIL_LOAD=<image>: `kind load docker-image <image>` fails as under Docker's containerd image store
+if [[ -n "${{FAIL_LOAD:-}}" && "{name} $1 $2" == "kind load docker-image" && " $* " == *" $FAIL_LOAD "* ]]; then
+  exit 1
+fi
 exit 0
 """
 
@@ -94,10 +99,33 @@ def test_kind_e2e_flow_and_teardown(tmp_path, pytest_args, succeeds):
     assert any("images/model-service/Dockerfile -t cachedmodel/insurance-charges-model:0.1.0" in b for b in builds)
     create = next(c for c in recorded if c.startswith("kind create cluster"))
     assert "--name cm-test --config kind-config.yaml" in create
-    load = next(c for c in recorded if c.startswith("kind load docker-image"))
+    loads = [c for c in recorded if c.startswith("kind load docker-image --name cm-test")]
     for image in ("cachedmodel/operator:0.1.0", "cachedmodel/insurance-charges-model:0.1.0", "redis:7.2"):
-        assert image in load
+        assert any(load.endswith(f" {image}") for load in loads), (image, loads)
     assert recorded[-1].startswith("kind delete cluster --name cm-test"), recorded
-    assert recorded.index(create) < recorded.index(load)
+    assert recorded.index(create) < recorded.index(loads[0])
     if succeeds:
         assert "test_helm_install_creates_the_operator_with_namespaced_rbac" in result.stdout, "the shared e2e suite ran"
+
+
+def test_kind_e2e_loads_a_multi_platform_image_through_a_single_platform_archive(tmp_path):
+    """Under Docker's containerd image store `kind load docker-image` of a pulled multi-platform image
+    fails (kind#3795): the script then saves the host's platform only and loads that archive."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("docker", "kind"):
+        (stubs / name).write_text(STUB.format(name=name))
+        (stubs / name).chmod(0o755)
+    calls = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEDMODEL_")}
+    env.update(PATH=f"{stubs}:{os.environ['PATH']}", CALLS=str(calls), PYTEST_ARGS="--collect-only -q",
+               KIND_CLUSTER_NAME="cm-test", SKIP_BUILD="1", FAIL_LOAD="redis:7.2")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "kind-e2e.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recorded = calls.read_text().splitlines()
+    save = next((c for c in recorded if c.startswith("docker save")), None)
+    assert save is not None and "--platform linux/amd64" in save and save.endswith(" redis:7.2"), recorded
+    archive = save.split(" -o ")[1].split()[0]
+    assert f"kind load image-archive --name cm-test {archive}" in recorded
+    assert recorded.index(save) < recorded.index(f"kind load image-archive --name cm-test {archive}")

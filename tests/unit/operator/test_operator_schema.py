@@ -77,6 +77,8 @@ BAD = [
     ({"model": {"resources": {"limits": {"memory": "lots"}}}}, "spec.model.resources.limits.memory"),
     ({"redis": {"persistence": {"enabled": True, "size": "big"}}}, "spec.redis.persistence.size"),
     ({"redis": {"external": {"url": "http://cache:6379"}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"url": "redis://cache:99999/0"}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"url": "unix://redis.sock"}}}, "spec.redis.external.url"),
     ({"redis": {"external": {"url": "redis://c:6379"}, "maxmemory": "1gb"}}, "spec.redis.external"),
     ({"redis": {"external": {"url": "redis://c:6379", "passwordSecretRef": {"name": "s"}}}},
      "spec.redis.external.passwordSecretRef.key"),
@@ -125,15 +127,67 @@ def test_volatile_policy_allowed_with_ttl():
 
 def test_every_cel_rule_has_a_python_twin():
     """Each CEL rule of the CRD is listed here with an input that only it refuses; render must refuse it too."""
-    twins = {
-        ".": {"metadata": {"name": "9lives"}},
-        ".spec": {"redis": {"maxmemoryPolicy": "volatile-random"}},
-        ".spec.model.env": {"model": {"env": [{"name": "PORT", "value": "1"}]}},
-        ".spec.model.env[]": {"model": {"env": [{"name": "X", "value": "1", "valueFrom": {"fieldRef": {}}}]}},
-        ".spec.cache.reducedPrecision": {"cache": {"reducedPrecision": {"fields": ["bmi"]}}},
-        ".spec.redis": {"redis": {"external": {"url": "redis://c"}, "persistence": {"enabled": False}}},
-    }
-    assert sorted(path for path, _ in schema.cel_rules()) == sorted(twins)
-    for path, change in twins.items():
+    twins = [
+        (".", {"metadata": {"name": "9lives"}}),
+        (".", {"metadata": {"name": "shop-redis"}}),
+        (".spec", {"redis": {"maxmemoryPolicy": "volatile-random"}}),
+        (".spec.model.env", {"model": {"env": [{"name": "PORT", "value": "1"}]}}),
+        (".spec.model.env[]", {"model": {"env": [{"name": "X", "value": "1", "valueFrom": {"fieldRef": {}}}]}}),
+        (".spec.cache.reducedPrecision", {"cache": {"reducedPrecision": {"fields": ["bmi"]}}}),
+        (".spec.redis", {"redis": {"external": {"url": "redis://c"}, "persistence": {"enabled": False}}}),
+    ]
+    assert sorted(path for path, _ in schema.cel_rules()) == sorted(path for path, _ in twins)
+    for path, change in twins:
         with pytest.raises(schema.InvalidCachedModel):
             schema.validate(with_spec(**change))
+
+
+@pytest.mark.parametrize("name", ["shop-redis", "shop-redis-headless"])
+def test_names_of_another_cachedmodels_redis_children_are_refused(name):
+    """CachedModel `shop` owns Service/ConfigMap `shop-redis`, `shop-redis-config`, `shop-redis-headless`: a
+    CachedModel named `shop-redis` would silently take them over (same field manager), both reporting Ready."""
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(with_spec(metadata={"name": name}))
+    assert any(error.startswith("metadata.name: must not end with") for error in caught.value.errors)
+
+
+def test_children_of_two_allowed_names_never_collide():
+    from cachedmodel_operator.builders import render_all
+    from cachedmodel_operator.resource import CachedModel
+
+    names = ["shop", "shop-config", "shop-redis-auth", "shop-redis-config", "shop-r", "redis", "shop-headless"]
+    seen: dict[tuple[str, str], str] = {}
+    for name in names:
+        body = schema.validate(with_spec(metadata={"name": name, "namespace": "ns"}))
+        for child in render_all(CachedModel.from_body(body), password="x"):
+            key = (child["kind"], child["metadata"]["name"])
+            assert key not in seen, f"{key} made by CachedModels {seen[key]!r} and {name!r}"
+            seen[key] = name
+
+
+# URLs the decorator (cachedmodel.options.validate_url) refuses at start-up, which would crash-loop the
+# model pods if admission let them through, and URLs it takes, which admission must not refuse.
+EXTERNAL_URLS = [
+    "redis://cache:6379", "redis://cache", "redis://cache:6379/0", "rediss://user:pw@cache.example.com:6380/3",
+    "redis://[::1]:6379/0", "unix:///run/redis/redis.sock", "unix:///run/redis.sock?db=2",
+    "redis://cache:6379/0?socket_timeout=1", "redis://cache:65535/15",
+    "redis://:6379", "redis://cache:port", "redis://cache:99999", "redis://cache/zero", "unix://redis.sock",
+    "redis://", "http://cache:6379",
+]
+
+
+@pytest.mark.parametrize("url", EXTERNAL_URLS)
+def test_external_url_admission_agrees_with_the_decorator(url):
+    from cachedmodel.options import ConfigurationError, validate_url
+
+    try:
+        validate_url(url)
+        decorator_accepts = True
+    except ConfigurationError:
+        decorator_accepts = False
+    try:
+        schema.validate(with_spec(redis={"external": {"url": url}}))
+        schema_accepts = True
+    except schema.InvalidCachedModel:
+        schema_accepts = False
+    assert schema_accepts == decorator_accepts, f"{url}: CRD accepts={schema_accepts}, decorator={decorator_accepts}"
