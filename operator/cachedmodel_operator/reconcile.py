@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from kubernetes.client.exceptions import ApiException
 
-from cachedmodel_operator import builders
+from cachedmodel_operator import builders, schema
 from cachedmodel_operator.kube import Kube
 from cachedmodel_operator.resource import PASSWORD_KEY, CachedModel
 from cachedmodel_operator.status import compute_status, status_changed
@@ -24,11 +24,45 @@ class Memory:
     desired: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, name) -> last applied manifest
     pruned_mode: str | None = None  # the non-managed Redis mode we already cleaned up for
     status: dict | None = None  # the status we last wrote
+    checked: set[tuple[str, str]] = field(default_factory=set)  # children found free to take (once per worker)
 
 
-def ensure_secret(kube: Kube, cm: CachedModel) -> str:
+class ChildConflict(Exception):
+    """A child's name is taken by an object another controller controls: we refuse to seize it."""
+
+
+def foreign_controller(live: dict | None, cm: CachedModel) -> dict | None:
+    """The controller owner reference of `live` if it is neither this CachedModel nor an earlier one of
+    the same name (whose children the garbage collector is about to remove), else None. Pure."""
+    for ref in ((live or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            ours = ref.get("uid") == cm.uid or (ref.get("kind") == schema.KIND and ref.get("name") == cm.name)
+            return None if ours else ref
+    return None
+
+
+_UNREAD = object()
+
+
+def check_free(kube: Kube, cm: CachedModel, kind: str, name: str, memory: Memory, live=_UNREAD) -> None:
+    """Server-side apply with force would silently take over an object another controller runs (and the
+    two would then fight over it): check each child name once per worker, raise ChildConflict if taken."""
+    if (kind, name) in memory.checked:
+        return
+    if live is _UNREAD:
+        live = kube.get(kind, cm.namespace, name)
+    ref = foreign_controller(live, cm)
+    if ref is not None:
+        raise ChildConflict(f"{kind} {cm.namespace}/{name} already exists and is controlled by {ref.get('kind')} "
+                            f"{ref.get('name')}: the operator will not take it over; delete or rename it, or "
+                            f"rename this CachedModel")
+    memory.checked.add((kind, name))
+
+
+def ensure_secret(kube: Kube, cm: CachedModel, memory: Memory | None = None) -> str:
     """Create the Redis password Secret once; never rewrite an existing one. Returns its uid."""
     live = kube.get("Secret", cm.namespace, cm.redis_secret_name)
+    check_free(kube, cm, "Secret", cm.redis_secret_name, memory or Memory(), live)
     if live is not None and PASSWORD_KEY not in (live.get("data") or {}):
         log.warning("Secret %s/%s lost its %r key: replacing it", cm.namespace, cm.redis_secret_name, PASSWORD_KEY)
         kube.delete("Secret", cm.namespace, cm.redis_secret_name)
@@ -72,7 +106,7 @@ def reconcile(kube: Kube, body: dict, memory: Memory, full: bool = True) -> dict
     cm = CachedModel.from_body(body)
     live: dict[tuple[str, str], dict] = {}
     if full:
-        auth_uid = ensure_secret(kube, cm) if cm.redis_mode == "managed" else None
+        auth_uid = ensure_secret(kube, cm, memory) if cm.redis_mode == "managed" else None
         if cm.redis_mode != "managed" and memory.pruned_mode != cm.redis_mode:
             prune_redis(kube, cm)
             memory.pruned_mode = cm.redis_mode
@@ -80,6 +114,8 @@ def reconcile(kube: Kube, body: dict, memory: Memory, full: bool = True) -> dict
             memory.pruned_mode = None
         desired = builders.desired_children(cm, auth_uid)
         memory.desired = {(c["kind"], c["metadata"]["name"]): c for c in desired}
+        for child in desired:
+            check_free(kube, cm, child["kind"], child["metadata"]["name"], memory)
         for child in desired:
             live[(child["kind"], child["metadata"]["name"])] = apply_child(kube, child)
         log.debug("CachedModel %s/%s: applied %d children", cm.namespace, cm.name, len(desired))

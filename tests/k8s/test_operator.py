@@ -305,6 +305,23 @@ def test_errors_become_a_condition_and_an_event_with_backoff(ctl):
     ctl.wait_ready("quota", timeout=90)
 
 
+def test_a_child_name_controlled_by_another_object_is_not_taken_over(ctl):
+    """Server-side apply with force would seize it (and the two controllers would fight): refuse, and say so."""
+    owner = json.loads(ctl.kubectl("create", "configmap", "someone", "-o", "json").stdout)["metadata"]
+    ctl.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taken", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "someone", "uid": owner["uid"], "controller": True}]},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}})
+    ctl.apply(manifest("taken"))
+    ctl.wait(lambda: ctl.condition("taken", "Ready").get("reason") == "ReconcileError", "ReconcileError condition")
+    assert "controlled by ConfigMap someone" in ctl.condition("taken", "Ready")["message"]
+    service = ctl.get("service", "taken")
+    assert service["spec"]["selector"] == {"app": "theirs"}
+    assert [r["name"] for r in service["metadata"]["ownerReferences"]] == ["someone"]
+    assert ctl.get("deployment", "taken") is None, "nothing applied while a child name is taken"
+    ctl.kubectl("delete", "service", "taken")  # the way out: the name is free again
+    ctl.wait_ready("taken", timeout=90)
+
+
 def test_operator_restart_loses_nothing(ctl, operator):
     ctl.apply(manifest("survive"))
     ctl.wait_ready("survive")
