@@ -70,6 +70,8 @@ BAD = [
     ({"redis": {"maxmemory": "256 MB"}}, "spec.redis.maxmemory"),
     ({"redis": {"maxmemory": "0"}}, "spec.redis.maxmemory"),
     ({"redis": {"maxmemory": "1tb"}}, "spec.redis.maxmemory"),
+    ({"redis": {"maxmemory": "99999999999gb"}}, "spec.redis.maxmemory"),
+    ({"cache": {"prefix": "${HOME}"}}, "spec.cache.prefix"),
     ({"model": {"replicas": -1}}, "spec.model.replicas"),
     ({"model": {"port": 70000}}, "spec.model.port"),
     ({"model": {"port": 80}}, "spec.model.port"),
