@@ -5,7 +5,9 @@ and progress annotations; with owner references the garbage collector already de
 the operator only needs to watch and converge. Each worker:
   * reconciles fully (apply every child + status) on start/resume, on a spec change (generation),
     when a child is deleted or drifted, and every RESYNC_SECONDS;
-  * refreshes status only when a Deployment/StatefulSet reports progress;
+  * refreshes status only when a Deployment/StatefulSet reports progress or one of its pods changes
+    (pods are watched so that a CrashLoopBackOff or ImagePullBackOff shows in status at once, although
+    the Deployment's own status does not move);
   * on failure writes Ready=False/ReconcileError + a Warning event and retries with exponential
     backoff (never a hot loop); a spec change cuts the backoff short.
 """
@@ -26,7 +28,7 @@ from cachedmodel_operator import schema
 from cachedmodel_operator.drift import drifted
 from cachedmodel_operator.kube import Kube, load_api_client
 from cachedmodel_operator.reconcile import Memory, reconcile, report_error
-from cachedmodel_operator.resource import LABEL_MANAGED_BY, MANAGER
+from cachedmodel_operator.resource import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
 log = logging.getLogger("cachedmodel_operator")
 
@@ -113,6 +115,14 @@ class Controller:
         elif kind in STATUS_KINDS:
             worker.request(full=False)
 
+    def on_pod(self, event_type: str | None, obj: dict) -> None:
+        """A model or Redis pod changed: refresh that CachedModel's status (pods carry no owner reference
+        to it; its name is their instance label)."""
+        meta = obj.get("metadata") or {}
+        worker = self.workers.get((meta.get("namespace"), (meta.get("labels") or {}).get(LABEL_INSTANCE)))
+        if worker is not None:
+            worker.request(full=False)
+
     # ---- the loop
     async def run(self, key: tuple[str, str], worker: Worker) -> None:
         while True:
@@ -186,6 +196,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        # pods are many: have the API server send only ours (kopf's handler label filter is client-side)
+        settings.watching.label_selectors[_is_pods] = f"{LABEL_MANAGED_BY}={MANAGER}"
 
     @kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, registry=registry)
     async def cachedmodel_event(event, **_):
@@ -194,6 +206,14 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
     for group, version, plural in CHILD_RESOURCES:
         kopf.on.event(group, version, plural, registry=registry, id=f"child-{plural}",
                       labels={LABEL_MANAGED_BY: MANAGER})(_child_handler(controller))
+
+    @kopf.on.event("", "v1", "pods", registry=registry, id="pods", labels={LABEL_MANAGED_BY: MANAGER})
+    async def pod_event(event, **_):
+        controller.on_pod(event.get("type"), event["object"])
+
+
+def _is_pods(resource) -> bool:
+    return resource.group == "" and resource.plural == "pods"
 
 
 def _child_handler(controller: Controller):

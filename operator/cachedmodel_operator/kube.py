@@ -1,4 +1,5 @@
-"""The operator's only Kubernetes I/O: server-side apply, the password Secret, status, events, deletes.
+"""The operator's only Kubernetes I/O: server-side apply, the password Secret, status, events, deletes,
+and reading the pods of a not-ready workload (to say why).
 
 Thin wrappers over kubernetes-client's ApiClient.call_api so that every request is explicit here
 (and the RBAC in operator/rbac-rules.yaml can be read off this file).
@@ -24,6 +25,7 @@ KINDS = {
     "Secret": ("/api/v1", "secrets"),
     "Service": ("/api/v1", "services"),
     "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "StatefulSet": ("/apis/apps/v1", "statefulsets"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
@@ -90,6 +92,11 @@ class Kube:
             if error.status == 404:
                 return None
             raise
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict]:
+        """Pods matching the labels (read only; the status says why a workload is not ready)."""
+        labels = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+        return self._call("GET", self.path("Pod", namespace), query=[("labelSelector", labels)])["items"]
 
     def create(self, obj: dict) -> dict:
         meta = obj["metadata"]

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from kubernetes.client.exceptions import ApiException
 
 from cachedmodel_operator import builders, schema
+from cachedmodel_operator.builders import model as model_builder, redis as redis_builder
 from cachedmodel_operator.kube import Kube
 from cachedmodel_operator.resource import PASSWORD_KEY, CachedModel
-from cachedmodel_operator.status import compute_status, status_changed
+from cachedmodel_operator.status import (compute_status, needs_pods, pod_warnings, remember_warnings,
+                                         status_changed)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ class Memory:
     pruned_mode: str | None = None  # the non-managed Redis mode we already cleaned up for
     status: dict | None = None  # the status we last wrote
     checked: set[tuple[str, str]] = field(default_factory=set)  # children found free to take (once per worker)
+    warned: dict[str, set[str]] = field(default_factory=dict)  # condition type -> pod reasons already evented
 
 
 class ChildConflict(Exception):
@@ -119,13 +122,26 @@ def reconcile(kube: Kube, body: dict, memory: Memory, full: bool = True) -> dict
         for child in desired:
             live[(child["kind"], child["metadata"]["name"])] = apply_child(kube, child)
         log.debug("CachedModel %s/%s: applied %d children", cm.namespace, cm.name, len(desired))
+    return write_status(kube, cm, body, memory, observed_status(kube, cm, memory, body, live))
+
+
+def observed_status(kube: Kube, cm: CachedModel, memory: Memory, body: dict, live: dict | None = None,
+                    error: str | None = None) -> dict:
+    """Status from the live Deployment/StatefulSet, and from their pods only when those are not ready
+    (one label-selected list per not-ready workload; nothing more while everything is ready)."""
+    live = live or {}
     deployment = live.get(("Deployment", cm.model_name)) or kube.get("Deployment", cm.namespace, cm.model_name)
     statefulset = None
     if cm.redis_mode == "managed":
         statefulset = (live.get(("StatefulSet", cm.redis_name))
                        or kube.get("StatefulSet", cm.namespace, cm.redis_name))
-    return write_status(kube, cm, body, memory, compute_status(
-        cm, deployment, statefulset, old_status=memory.status or body.get("status")))
+    want_model, want_redis = needs_pods(cm, deployment, statefulset)
+    model_pods = (kube.list_pods(cm.namespace, cm.selector_labels(model_builder.COMPONENT, model_builder.APP))
+                  if want_model else None)
+    redis_pods = (kube.list_pods(cm.namespace, cm.selector_labels(redis_builder.COMPONENT, redis_builder.APP))
+                  if want_redis else None)
+    return compute_status(cm, deployment, statefulset, old_status=memory.status or body.get("status"),
+                          error=error, model_pods=model_pods, redis_pods=redis_pods)
 
 
 def write_status(kube: Kube, cm: CachedModel, body: dict, memory: Memory, status: dict) -> dict:
@@ -136,6 +152,9 @@ def write_status(kube: Kube, cm: CachedModel, body: dict, memory: Memory, status
         if before.get("status") != after.get("status") or before.get("reason") != after.get("reason"):
             log.info("CachedModel %s/%s Ready=%s (%s): %s", cm.namespace, cm.name, after.get("status"),
                      after.get("reason"), after.get("message"))
+        for reason, message in pod_warnings(old, status, memory.warned):
+            kube.warn(body, reason, message)
+    remember_warnings(memory.warned, status)
     memory.status = status
     return status
 
@@ -147,7 +166,4 @@ def _ready(status: dict | None) -> dict:
 def report_error(kube: Kube, body: dict, memory: Memory, message: str) -> None:
     """Ready=False/ReconcileError in status (best effort) after a failed reconcile."""
     cm = CachedModel.from_body(body)
-    deployment = kube.get("Deployment", cm.namespace, cm.model_name)
-    statefulset = kube.get("StatefulSet", cm.namespace, cm.redis_name) if cm.redis_mode == "managed" else None
-    write_status(kube, cm, body, memory, compute_status(
-        cm, deployment, statefulset, old_status=memory.status or body.get("status"), error=message))
+    write_status(kube, cm, body, memory, observed_status(kube, cm, memory, body, error=message))

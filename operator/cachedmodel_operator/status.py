@@ -1,12 +1,26 @@
 """status of a CachedModel from its children's real state (pure: objects in, status dict out)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 from cachedmodel_operator.resource import CachedModel
 
 READY, MODEL_READY, CACHE_READY = "Ready", "ModelReady", "CacheReady"
+
+# Condition reasons that only say "not ready yet": pods are read for a more telling one.
+POD_DIAGNOSED = frozenset({"RollingOut", "PodsNotReady", "PodNotReady"})
+# Every reason the conditions give without looking at pods; any other False reason came from a pod.
+GENERIC_REASONS = POD_DIAGNOSED | {"DeploymentMissing", "StatefulSetMissing", "Progressing", "ScaledToZero",
+                                   "PodsReady", "RedisReady", "CacheDisabled", "ExternalRedis"}
+PART_LIMIT = 300  # each piece of pod text (waiting message, termination message) in a condition message
+MESSAGE_LIMIT = 1024  # a whole condition message
+# Waiting reasons of a container that is simply on its way up.
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+# `pkg.module.SomeError: text` / `Error: text`: the line of a log tail (a Python traceback ends with it,
+# possibly followed by shutdown chatter) that says what went wrong.
+ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception)(?::|$)")
 
 
 def now() -> str:
@@ -17,8 +31,143 @@ def condition(type_: str, ok: bool, reason: str, message: str) -> dict:
     return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
-def model_condition(cm: CachedModel, deployment: dict | None) -> tuple[dict, int]:
-    """(ModelReady condition, ready replicas) from the Deployment (None = not there)."""
+def clip(text: str, limit: int = PART_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def last_words(text: str | None, limit: int = PART_LIMIT) -> str:
+    """The telling part of a termination message. With FallbackToLogsOnError it is the log tail (a
+    traceback, then shutdown lines), so prefer the last `SomeError: ...` line, else the last lines."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    errors = [line for line in lines if ERROR_LINE.match(line)]
+    if errors:
+        return clip(errors[-1], limit)
+    kept = [lines.pop()]
+    while lines and len(" / ".join([lines[-1], *kept])) <= limit:
+        kept.insert(0, lines.pop())
+    return clip(" / ".join(kept), limit)
+
+
+def termination(terminated: dict) -> str:
+    """`exit code 1 (Error): <last words>` of a state.terminated / lastState.terminated."""
+    text = f"exit code {terminated.get('exitCode')}"
+    if terminated.get("signal"):
+        text += f", signal {terminated['signal']}"
+    if terminated.get("reason"):
+        text += f" ({terminated['reason']})"
+    words = last_words(terminated.get("message"))
+    return f"{text}: {words}" if words else text
+
+
+def _failed(terminated: dict | None) -> bool:
+    return bool(terminated) and (terminated.get("exitCode") not in (0, None) or terminated.get("reason") == "OOMKilled")
+
+
+def _termination_reason(terminated: dict, default: str) -> str:
+    return "OOMKilled" if terminated.get("reason") == "OOMKilled" else default
+
+
+def container_problem(status: dict) -> tuple[int, str, str] | None:
+    """(rank, reason, message) of one containerStatuses entry; lower rank = more telling; None if fine."""
+    name = f"container {status.get('name')}"
+    state, last = status.get("state") or {}, (status.get("lastState") or {}).get("terminated")
+    waiting, terminated = state.get("waiting"), state.get("terminated")
+    if waiting and waiting.get("reason") and waiting["reason"] not in STARTING:
+        message = f"{name}: {waiting['reason']}"
+        if waiting.get("message"):
+            message += f": {clip(waiting['message'].strip())}"
+        if _failed(last):
+            message += f"; last termination: {termination(last)}"
+        return 0, waiting["reason"], message
+    if _failed(terminated):
+        return 1, _termination_reason(terminated, "ContainerFailed"), f"{name} terminated: {termination(terminated)}"
+    if state.get("running") and not status.get("ready") and _failed(last):
+        restarts = status.get("restartCount", 0)
+        return 4, _termination_reason(last, "ContainerRestarted"), \
+            f"{name} restarted {restarts} time(s), not ready; last termination: {termination(last)}"
+    return None
+
+
+def pod_problem(pod: dict) -> tuple[int, str, str] | None:
+    """The most telling thing wrong with one pod: a container's waiting reason or failed termination,
+    unschedulable, failed (e.g. evicted). None for a healthy (or merely starting) pod."""
+    status = pod.get("status") or {}
+    found = [p for p in map(container_problem, (status.get("initContainerStatuses") or [])
+                            + (status.get("containerStatuses") or [])) if p]
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            found.append((2, cond.get("reason") or "Unschedulable",
+                          f"not scheduled: {clip((cond.get('message') or '').strip() or 'no reason given')}"))
+    if status.get("phase") == "Failed":
+        found.append((3, status.get("reason") or "PodFailed",
+                      f"failed: {clip((status.get('message') or '').strip() or 'no reason given')}"))
+    if not found:
+        return None
+    rank, reason, message = min(found, key=lambda p: p[0])
+    return rank, reason, f"pod {(pod.get('metadata') or {}).get('name')}: {message}"
+
+
+def pods_problem(pods: list[dict] | None) -> tuple[str, str] | None:
+    """(reason, message) of the most telling pod problem, newest pods first on ties (they run the
+    current spec); pods being deleted are ignored. Pure and deterministic, so status does not flap."""
+    live = [p for p in pods or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    live.sort(key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "",
+                             (p.get("metadata") or {}).get("name") or ""), reverse=True)
+    problems = [(problem, index) for index, problem in enumerate(map(pod_problem, live)) if problem]
+    if not problems:
+        return None
+    (_, reason, message), _ = min(problems, key=lambda item: (item[0][0], item[1]))
+    return reason, message
+
+
+def diagnosed(cond: dict, pods: list[dict] | None) -> dict:
+    """A generic not-ready condition, with the pods' most telling problem as reason and in the message."""
+    if cond["status"] == "True" or cond["reason"] not in POD_DIAGNOSED:
+        return cond
+    problem = pods_problem(pods)
+    if problem is None:
+        return cond
+    reason, message = problem
+    return condition(cond["type"], False, reason, clip(f"{cond['message']}; {message}", MESSAGE_LIMIT))
+
+
+def pod_warnings(old: dict | None, new: dict, warned: dict[str, set[str]] | None = None) -> list[tuple[str, str]]:
+    """(reason, message) for Warning events: a ModelReady/CacheReady reason that came from the pods, differs
+    from the one in `old` status and is not in `warned` (condition type -> reasons already reported in this
+    not-ready episode; a crash loop cycles CrashLoopBackOff/ContainerRestarted and must not repeat them)."""
+    before = {c.get("type"): c for c in (old or {}).get("conditions") or []}
+    warned = warned or {}
+    warnings = []
+    for cond in new.get("conditions") or []:
+        if cond["type"] not in (MODEL_READY, CACHE_READY) or cond["status"] != "False":
+            continue
+        if (cond["reason"] in GENERIC_REASONS or cond["reason"] in warned.get(cond["type"], ())
+                or (before.get(cond["type"]) or {}).get("reason") == cond["reason"]):
+            continue
+        warnings.append((cond["reason"], f"{cond['type']}: {cond['message']}"))
+    return warnings
+
+
+def remember_warnings(warned: dict[str, set[str]], status: dict) -> None:
+    """Record the pod reasons now in `status`; forget a condition's reasons once it is True again."""
+    for cond in status.get("conditions") or []:
+        if cond["type"] not in (MODEL_READY, CACHE_READY):
+            continue
+        if cond["status"] == "True":
+            warned.pop(cond["type"], None)
+        elif cond["reason"] not in GENERIC_REASONS:
+            warned.setdefault(cond["type"], set()).add(cond["reason"])
+
+
+def model_condition(cm: CachedModel, deployment: dict | None, pods: list[dict] | None = None) -> tuple[dict, int]:
+    """(ModelReady condition, ready replicas) from the Deployment (None = not there) and its pods."""
+    cond, ready = _model_condition(cm, deployment)
+    return diagnosed(cond, pods), ready
+
+
+def _model_condition(cm: CachedModel, deployment: dict | None) -> tuple[dict, int]:
     desired = cm.model["replicas"]
     if deployment is None:
         return condition(MODEL_READY, False, "DeploymentMissing", f"Deployment {cm.model_name} not found"), 0
@@ -39,7 +188,20 @@ def model_condition(cm: CachedModel, deployment: dict | None) -> tuple[dict, int
     return condition(MODEL_READY, True, "PodsReady", f"{ready}/{desired} pods ready"), ready
 
 
-def cache_condition(cm: CachedModel, statefulset: dict | None) -> dict:
+def cache_condition(cm: CachedModel, statefulset: dict | None, pods: list[dict] | None = None) -> dict:
+    """CacheReady from the Redis StatefulSet (None = not there) and its pod."""
+    return diagnosed(_cache_condition(cm, statefulset), pods)
+
+
+def needs_pods(cm: CachedModel, deployment: dict | None, statefulset: dict | None) -> tuple[bool, bool]:
+    """(model pods, Redis pods): which pods compute_status would read, i.e. whose workload is not ready
+    for a generic reason. All ready = no pod reads at all."""
+    model = _model_condition(cm, deployment)[0]["reason"] in POD_DIAGNOSED
+    cache = cm.redis_mode == "managed" and _cache_condition(cm, statefulset)["reason"] in POD_DIAGNOSED
+    return model, cache
+
+
+def _cache_condition(cm: CachedModel, statefulset: dict | None) -> dict:
     mode = cm.redis_mode
     if mode == "disabled":
         return condition(CACHE_READY, True, "CacheDisabled", "spec.cache.enabled is false: no decorator, no Redis")
@@ -81,10 +243,12 @@ def merge_conditions(old: list[dict] | None, new: list[dict], timestamp: str | N
 
 
 def compute_status(cm: CachedModel, deployment: dict | None, statefulset: dict | None,
-                   old_status: dict | None = None, error: str | None = None, timestamp: str | None = None) -> dict:
-    """The whole status; `error` (a failed reconcile) makes Ready False with reason ReconcileError."""
-    model_cond, ready = model_condition(cm, deployment)
-    cache_cond = cache_condition(cm, statefulset)
+                   old_status: dict | None = None, error: str | None = None, timestamp: str | None = None,
+                   model_pods: list[dict] | None = None, redis_pods: list[dict] | None = None) -> dict:
+    """The whole status; `error` (a failed reconcile) makes Ready False with reason ReconcileError;
+    the pods (when given) turn a generic not-ready reason into the pods' own (CrashLoopBackOff ...)."""
+    model_cond, ready = model_condition(cm, deployment, model_pods)
+    cache_cond = cache_condition(cm, statefulset, redis_pods)
     if error:
         ready_cond = condition(READY, False, "ReconcileError", error)
     elif model_cond["status"] == "True" and cache_cond["status"] == "True":

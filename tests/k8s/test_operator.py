@@ -356,3 +356,81 @@ def test_enabling_persistence_replaces_the_statefulset(ctl):
     ctl.wait(replaced, "StatefulSet replaced with a volume claim template", 30)
     assert "appendonly yes" in ctl.get("configmap", "disk-redis-config")["data"]["redis.conf"].splitlines()
     assert ctl.condition("disk", "Ready").get("reason") != "ReconcileError"
+
+
+# ------------------------------------------------------------------ why pods are not ready
+
+BAD_FIELD = ("cachedmodel.options.ConfigurationError: option 'hashing_fields': 'agee' is not an input field of "
+             "model insurance_charges_model (input fields: age, sex, bmi, children, smoker, region)")
+
+
+def kubelet_status(pod: dict, ready: bool, waiting_message: str = "") -> dict:
+    """A pod status as a kubelet reports it: crash-looping (the decorator refused an option) or running."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    flag = "True" if ready else "False"
+    container = {"name": "model", "image": pod["spec"]["containers"][0]["image"], "ready": ready,
+                 "restartCount": 0 if ready else 3, "started": ready}
+    if ready:
+        container.update(state={"running": {"startedAt": now}}, lastState={})
+    else:
+        container.update(
+            state={"waiting": {"reason": "CrashLoopBackOff", "message": waiting_message}},
+            lastState={"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
+                                      "message": f"Traceback (most recent call last):\n  ...\n{BAD_FIELD}\n"
+                                                 "INFO:     Shutting down\n"}})
+    return {"status": {"phase": "Running", "containerStatuses": [container], "conditions": [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+        {"type": "Ready", "status": flag, "lastTransitionTime": now}]}}
+
+
+def test_a_crash_looping_model_pod_is_explained_in_status_and_one_event(ctl):
+    """kwok's pod stage only moves Pending pods to Running, so a status patched onto a Running pod (through
+    the status subresource, as the kubelet writes it) stays: the operator sees a real crash-loop status."""
+    ctl.apply(manifest("crash"))
+    ctl.wait_ready("crash")
+    container = ctl.get("deployment", "crash")["spec"]["template"]["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert ctl.get("statefulset", "crash-redis")["spec"]["template"]["spec"]["containers"][0][
+        "terminationMessagePolicy"] == "FallbackToLogsOnError"
+    pods = json.loads(ctl.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=crash,"
+                                  "app.kubernetes.io/component=model", "-o", "json").stdout)["items"]
+    assert len(pods) == 2
+    pod = pods[0]
+    name = pod["metadata"]["name"]
+
+    def patch_pod(status: dict):
+        ctl.kubectl("patch", "pod", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+
+    def crash_events():
+        events = json.loads(ctl.kubectl("get", "events", "--field-selector",
+                                        "involvedObject.name=crash,involvedObject.kind=CachedModel",
+                                        "-o", "json").stdout)["items"]
+        return [e for e in events if e["type"] == "Warning" and e["reason"] == "CrashLoopBackOff"]
+
+    patch_pod(kubelet_status(pod, ready=False, waiting_message="back-off 40s restarting failed container=model"))
+    ctl.wait(lambda: ctl.condition("crash", "ModelReady").get("reason") == "CrashLoopBackOff",
+             "ModelReady=False/CrashLoopBackOff")
+    model_ready = ctl.condition("crash", "ModelReady")
+    assert model_ready["status"] == "False"
+    assert model_ready["message"].startswith(f"1/2 pods ready; pod {name}: container model: CrashLoopBackOff: "
+                                             "back-off 40s"), model_ready["message"]
+    assert f"last termination: exit code 1 (Error): {BAD_FIELD}" in model_ready["message"]
+    assert ctl.condition("crash", "Ready")["reason"] == "CrashLoopBackOff"
+    ctl.wait(lambda: crash_events(), "Warning event CrashLoopBackOff on the CachedModel", 20)
+    assert BAD_FIELD in crash_events()[0]["message"]
+    described = ctl.kubectl("describe", "cmodel", "crash").stdout
+    assert "CrashLoopBackOff" in described and "'agee' is not an input field" in described
+
+    # the kubelet's next report (longer back-off): status follows, but the reason is not news: no new event
+    patch_pod(kubelet_status(pod, ready=False, waiting_message="back-off 1m20s restarting failed container=model"))
+    ctl.wait(lambda: "back-off 1m20s" in ctl.condition("crash", "ModelReady").get("message", ""),
+             "ModelReady message follows the pod")
+    assert len(crash_events()) == 1, [e["message"] for e in crash_events()]
+
+    # the pod recovers: the condition tells so
+    patch_pod(kubelet_status(pod, ready=True))
+    ctl.wait_ready("crash")
+    assert ctl.condition("crash", "ModelReady")["reason"] == "PodsReady"
+    assert len(crash_events()) == 1

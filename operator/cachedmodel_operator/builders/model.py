@@ -44,6 +44,9 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
         "startupProbe": _probe("/api/health/startup", 2, 60),
         "livenessProbe": _probe("/api/health", 10, 3),
         "readinessProbe": _probe("/api/health/ready", 5, 3),
+        # a failed start (e.g. the decorator's ConfigurationError naming a bad option) ends the log: the
+        # kubelet makes its tail the termination message, which the operator puts in ModelReady
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -76,6 +76,7 @@ def redis_statefulset(cm: CachedModel, config_checksum: str, auth_uid: str | Non
             "exec": {"command": ["sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep -q PONG']},
             "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3,
         },
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # redis-server's last words reach CacheReady
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

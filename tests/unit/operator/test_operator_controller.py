@@ -86,3 +86,14 @@ def test_deletion_stops_the_worker(controller):
 
     task = asyncio.run(scenario())
     assert task.cancelled() and ("ml", "insurance-charges") not in ctl.workers
+
+
+def test_pod_event_requests_status_refresh_of_its_cachedmodel(controller):
+    ctl, worker = controller
+    labels = {"app.kubernetes.io/instance": "insurance-charges", "app.kubernetes.io/managed-by": "cachedmodel-operator"}
+    ctl.on_pod("MODIFIED", {"metadata": {"namespace": "other", "name": "p", "labels": labels}})
+    ctl.on_pod("MODIFIED", {"metadata": {"namespace": "ml", "name": "p", "labels": {**labels,
+                                         "app.kubernetes.io/instance": "someone-else"}}})
+    assert not worker.wake.is_set()
+    ctl.on_pod("MODIFIED", {"metadata": {"namespace": "ml", "name": "p", "labels": labels}})
+    assert worker.wake.is_set() and not worker.full
