@@ -168,11 +168,12 @@ def test_probes_answer_503_until_models_are_loaded(tmp_path, redis_server):
 
 
 def test_model_that_fails_to_load_is_reported_by_the_probes(tmp_path, redis_server):
+    """With EXIT_ON_LOAD_FAILURE=0 the service keeps rest-model-service's behaviour: up, answering 503."""
     config = tmp_path / "rest_config.yaml"
     config.write_text(yaml.safe_dump({"models": [{
         "class_path": "tests.support.service_models.GatedModel", "create_endpoint": True,
         "configuration": {"gate": str(tmp_path / "never"), "timeout": 0.2}}]}))
-    svc = ModelService(config=config)
+    svc = ModelService(config=config, env={"EXIT_ON_LOAD_FAILURE": "0"})
     try:
         svc.start(wait_ready=False)
         with httpx.Client(base_url=svc.url, timeout=5.0) as http:
@@ -181,6 +182,29 @@ def test_model_that_fails_to_load_is_reported_by_the_probes(tmp_path, redis_serv
             assert http.get("/api/health/ready").status_code == 503
             failed = http.post("/api/models/gated_model/prediction", json={"value": 1})
             assert failed.status_code == 503 and "failed" in failed.json()["messages"][0]
+    finally:
+        svc.cleanup()
+
+
+def test_invalid_decorator_option_stops_the_service_with_the_option_named(tmp_path, redis_server):
+    """By default a load failure exits with code 3 after logging why, so Kubernetes shows the reason
+    as the container's termination message at once (not after liveness restarts)."""
+    config = tmp_path / "rest_config.yaml"
+    config.write_text(yaml.safe_dump({"models": [{
+        "class_path": "tests.support.service_models.FailingModel", "create_endpoint": True,
+        "decorators": [{"class_path": "cachedmodel.RedisCachingDecorator",
+                        "configuration": {"url": redis_server.url, "hashing_fields": ["valeu"]}}]}]}))
+    svc = ModelService(config=config)
+    try:
+        svc.start(wait_ready=False)
+        wait_until(lambda: svc.process.poll() is not None, 30, what="the service to exit after the load failure")
+        assert svc.process.returncode == 3
+        logs = svc.logs()
+        assert "option 'hashing_fields': 'valeu' is not an input field" in logs
+        assert logs.rstrip().endswith("the models failed to load (traceback above); exiting with code 3")
+    except RuntimeError:  # the process may exit before it ever listened: same checks on what it left
+        assert svc.process.returncode == 3, svc.logs()
+        assert "option 'hashing_fields': 'valeu' is not an input field" in svc.logs()
     finally:
         svc.cleanup()
 

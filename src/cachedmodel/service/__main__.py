@@ -2,17 +2,27 @@
 
 Environment (the container contract):
   PORT (8000), HOST (0.0.0.0), REST_CONFIG (the service YAML), REDIS_URL / REDIS_PASSWORD (read by
-  the example config), LOG_LEVEL (info), ACCESS_LOG (off; "1"/"true" to log every request).
+  the example config), LOG_LEVEL (info), ACCESS_LOG (off; "1"/"true" to log every request),
+  EXIT_ON_LOAD_FAILURE (on).
 One worker per process: scale with replicas. Writes nothing to disk.
+
+When the models or decorators fail to load (say a `hashing_fields` name the model does not have), the
+process exits with code 3 after the traceback is logged, so Kubernetes reports the error at once as
+the container's termination message instead of after liveness-probe restarts.
+EXIT_ON_LOAD_FAILURE=0 keeps rest-model-service's behaviour: stay up and answer 503.
 """
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from typing import Mapping
 
 APP = "cachedmodel.service.app:app"
 TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+LOAD_FAILURE_EXIT_CODE = 3
 
 
 class SettingsError(ValueError):
@@ -50,8 +60,32 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"cachedmodel.service: {error}", file=sys.stderr)
         return 2
     import uvicorn
-    uvicorn.run(APP, **options)
+    server = uvicorn.Server(uvicorn.Config(APP, **options))
+    failed = threading.Event()
+    if (environ.get("EXIT_ON_LOAD_FAILURE") or "1").lower() not in FALSE:
+        threading.Thread(target=_stop_if_loading_fails, args=(server, failed), daemon=True).start()
+    server.run()
+    if failed.is_set():
+        print(f"cachedmodel.service: the models failed to load (traceback above); exiting with code "
+              f"{LOAD_FAILURE_EXIT_CODE}", file=sys.stderr, flush=True)
+        return LOAD_FAILURE_EXIT_CODE
     return 0
+
+
+def _stop_if_loading_fails(server, failed: threading.Event, interval: float = 0.1) -> None:
+    """Watch rest-model-service's status while its background thread builds the models; on failure ask
+    uvicorn to shut down (it finishes in-flight requests) and remember why."""
+    from rest_model_service.schemas import HealthStatus, StartupStatus
+    from rest_model_service.status_manager import StatusManager
+
+    while not server.should_exit:
+        status = StatusManager()
+        if status.get_startup_status() == StartupStatus.STARTED:
+            if status.get_health_status() != HealthStatus.HEALTHY:
+                failed.set()
+                server.should_exit = True
+            return
+        time.sleep(interval)
 
 
 if __name__ == "__main__":
