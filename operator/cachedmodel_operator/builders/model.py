@@ -1,6 +1,7 @@
 """The model-service Deployment and Service (rest-model-service serving the model, decorator inside)."""
 from __future__ import annotations
 
+from cachedmodel_operator.builders.hardening import container_security_context, pod_security_context
 from cachedmodel_operator.builders.service_config import CONFIG_DIR, CONFIG_PATH
 from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
 
@@ -47,12 +48,7 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
         # a failed start (e.g. the decorator's ConfigurationError naming a bad option) ends the log: the
         # kubelet makes its tail the termination message, which the operator puts in ModelReady
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -74,13 +70,7 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(RUN_AS),
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": cm.config_name}},

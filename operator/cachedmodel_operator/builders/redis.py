@@ -5,6 +5,7 @@ file into its private /tmp from $REDIS_PASSWORD (a secretKeyRef) and starts redi
 """
 from __future__ import annotations
 
+from cachedmodel_operator.builders.hardening import container_security_context, pod_security_context
 from cachedmodel_operator.builders.model import APP as MODEL_APP, COMPONENT as MODEL_COMPONENT
 from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, PASSWORD_KEY, REDIS_PORT, CachedModel
 
@@ -77,12 +78,7 @@ def redis_statefulset(cm: CachedModel, config_checksum: str, auth_uid: str | Non
             "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3,
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",  # redis-server's last words reach CacheReady
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/redis", "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -105,13 +101,7 @@ def redis_statefulset(cm: CachedModel, config_checksum: str, auth_uid: str | Non
             "spec": {
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": RUN_AS,
-                    "runAsGroup": RUN_AS,
-                    "fsGroup": RUN_AS,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": pod_security_context(RUN_AS),
                 "containers": [container],
                 "volumes": volumes,
             },
