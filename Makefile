@@ -13,7 +13,7 @@ export TOOLS_CACHE
 .PHONY: help setup model redis-server wrk test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
 
 help: ## list the tasks
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- setup
 $(VENV)/.installed: pyproject.toml requirements-dev.txt operator/pyproject.toml examples/pyproject.toml
@@ -58,7 +58,7 @@ test-k8s: setup tools ## operator and chart tests against the local control plan
 	CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/k8s
 
 # `make test-e2e KUBECONFIG=~/.kube/config` targets that cluster; without it, a local control plane.
-test-e2e: setup tools ## e2e suite against the cluster $$KUBECONFIG names, else the local control plane
+test-e2e: setup tools ## e2e suite against the cluster KUBECONFIG names, else the local control plane
 	CACHEDMODEL_KUBECONFIG="$${CACHEDMODEL_KUBECONFIG:-$${KUBECONFIG:-}}" CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/e2e
 
 # ---------------------------------------------------------------- benchmarks
