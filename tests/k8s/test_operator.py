@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import pytest
@@ -297,10 +298,19 @@ def test_errors_become_a_condition_and_an_event_with_backoff(ctl):
     events = json.loads(ctl.kubectl("get", "events", "--field-selector", "involvedObject.name=quota",
                                     "-o", "json").stdout)["items"]
     assert any(e["type"] == "Warning" and e["reason"] == "ReconcileError" for e in events)
+    attempt_line = re.compile(rf"{re.escape(ctl.ns)}/quota reconcile failed \(attempt (\d+)\)")
+
+    def last_attempt() -> int:
+        return max((int(n) for n in attempt_line.findall(ctl.op.tail(400))), default=0)
+
+    first = last_attempt()
+    assert first >= 1
     started = time.monotonic()
-    time.sleep(8)  # observe the retry rate (bounded: backoff 2 s, 4 s, 8 s ...)
-    attempts = [line for line in ctl.op.tail(400).splitlines() if f"{ctl.ns}/quota reconcile failed" in line]
-    assert 1 <= len(attempts) <= 6, f"{len(attempts)} attempts in {time.monotonic() - started:.0f}s: hot loop?"
+    ctl.wait(lambda: last_attempt() >= first + 2, "two more retries", 60)
+    elapsed = time.monotonic() - started
+    # the backoff doubles from 2 s (2, 4, 8 ... s, ±10 %): two more attempts take at least ~3.6 s; a hot
+    # loop would make them in milliseconds
+    assert elapsed >= 3.0, f"attempts {first} -> {first + 2} within {elapsed:.1f}s: hot loop?"
     ctl.kubectl("delete", "quota", "no-services")
     ctl.wait_ready("quota", timeout=90)
 
