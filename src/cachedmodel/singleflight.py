@@ -19,12 +19,13 @@ from typing import Any, Callable
 
 
 class _Call:
-    __slots__ = ("done", "result", "error")
+    __slots__ = ("done", "result", "error", "waiters")
 
     def __init__(self):
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.waiters = 0
 
 
 class SingleFlight:
@@ -51,6 +52,8 @@ class SingleFlight:
             leader = call is None
             if leader:
                 call = self._calls[key] = _Call()
+            else:
+                call.waiters += 1
         if not leader:
             call.done.wait()
             if call.error is not None:
@@ -78,6 +81,12 @@ class SingleFlight:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._calls)
+
+    def waiters(self, key: Any) -> int:
+        """How many callers wait for the running call of `key` (0 if none runs): observability."""
+        with self._lock:
+            call = self._calls.get(key)
+            return call.waiters if call is not None else 0
 
     def lingering(self) -> int:
         with self._lock:

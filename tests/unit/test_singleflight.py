@@ -1,10 +1,10 @@
 """Single-flight: one execution per concurrent burst of a key; errors shared and cleaned up."""
 import threading
-import time
 
 import pytest
 
 from cachedmodel.singleflight import SingleFlight
+from tests.support.redis_server import wait_until
 
 
 def run_concurrently(count, target):
@@ -29,7 +29,7 @@ def test_concurrent_calls_of_one_key_share_one_execution():
 
     def slow():
         calls.append(1)
-        time.sleep(0.3)
+        wait_until(lambda: flight.waiters("k") == 31, 10, what="the other 31 callers to wait")
         return "value"
 
     results, errors = run_concurrently(32, lambda: flight.do("k", slow))
@@ -49,7 +49,7 @@ def test_an_error_reaches_every_waiter_and_the_key_is_released():
     flight = SingleFlight()
 
     def failing():
-        time.sleep(0.3)
+        wait_until(lambda: flight.waiters("k") == 7, 10, what="the other 7 callers to wait")
         raise RuntimeError("model broke")
 
     results, errors = run_concurrently(8, lambda: flight.do("k", failing))
