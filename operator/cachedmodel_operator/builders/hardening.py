@@ -22,3 +22,14 @@ def pod_security_context(uid: int) -> dict:
         "fsGroup": uid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def hardened_pod_spec(uid: int, containers: list[dict], volumes: list[dict]) -> dict:
+    """A pod spec with no API token and no service-link env vars (the pods never call the API), run as `uid`."""
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(uid),
+        "containers": containers,
+        "volumes": volumes,
+    }

@@ -1,7 +1,7 @@
 """The model-service Deployment and Service (rest-model-service serving the model, decorator inside)."""
 from __future__ import annotations
 
-from cachedmodel_operator.builders.hardening import container_security_context, pod_security_context
+from cachedmodel_operator.builders.hardening import container_security_context, hardened_pod_spec
 from cachedmodel_operator.builders.service_config import CONFIG_DIR, CONFIG_PATH
 from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
 
@@ -67,16 +67,10 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": cm.labels(COMPONENT, APP), "annotations": annotations},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(RUN_AS),
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": cm.config_name}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                    ],
-                },
+                "spec": hardened_pod_spec(RUN_AS, [container], [
+                    {"name": "config", "configMap": {"name": cm.config_name}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                ]),
             },
         },
     }

@@ -5,7 +5,7 @@ file into its private /tmp from $REDIS_PASSWORD (a secretKeyRef) and starts redi
 """
 from __future__ import annotations
 
-from cachedmodel_operator.builders.hardening import container_security_context, pod_security_context
+from cachedmodel_operator.builders.hardening import container_security_context, hardened_pod_spec
 from cachedmodel_operator.builders.model import APP as MODEL_APP, COMPONENT as MODEL_COMPONENT
 from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, PASSWORD_KEY, REDIS_PORT, CachedModel
 
@@ -98,13 +98,7 @@ def redis_statefulset(cm: CachedModel, config_checksum: str, auth_uid: str | Non
         "updateStrategy": {"type": "RollingUpdate"},
         "template": {
             "metadata": {"labels": cm.labels(COMPONENT, APP), "annotations": annotations},
-            "spec": {
-                "automountServiceAccountToken": False,
-                "enableServiceLinks": False,
-                "securityContext": pod_security_context(RUN_AS),
-                "containers": [container],
-                "volumes": volumes,
-            },
+            "spec": hardened_pod_spec(RUN_AS, [container], volumes),
         },
     }
     if persistence["enabled"]:
