@@ -10,18 +10,26 @@ PIP := $(VENV)/bin/pip
 TOOLS_CACHE ?= $(HOME)/.cache/cachedmodel-tools
 export TOOLS_CACHE
 
-.PHONY: help setup model redis-server wrk test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
+.PHONY: help setup venv lock model redis-server wrk test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- setup
-$(VENV)/.installed: pyproject.toml requirements-dev.txt operator/pyproject.toml examples/pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements-dev.txt
-	$(PIP) install -q --no-deps -e . -e ./operator -e ./examples
+# The venv is exactly requirements/dev.lock (every package, transitive ones included, hash-checked);
+# when the lock or a pyproject changes it is made anew, so nothing the lock dropped lingers.
+$(VENV)/.installed: requirements/dev.lock pyproject.toml operator/pyproject.toml examples/pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.lock
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e . -e ./operator -e ./examples
+	$(PIP) check
 	touch $@
+
+venv: $(VENV)/.installed ## only the locked .venv (no apt, no model): what `make test-unit` needs
+
+lock: $(VENV)/.installed ## re-resolve requirements/*.lock from requirements/dev.in (UPGRADE=1 moves every pin)
+	bash scripts/lock.sh
 
 redis-server: ## install Debian's redis-server when missing
 	@command -v redis-server >/dev/null || { echo "installing redis-server (apt)"; \
@@ -48,8 +56,9 @@ setup: $(VENV)/.installed redis-server wrk model ## dev environment: .venv with 
 test: setup tools ## the whole suite: unit, integration (real redis), k8s and e2e (real kube-apiserver)
 	CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests
 
-test-unit: setup ## unit tests only (no network)
-	$(PY) -m pytest tests/unit
+# Offline for real: as root the unit tests run in a fresh network namespace (loopback only).
+test-unit: $(VENV)/.installed ## unit tests only, offline (no apt, no downloads beyond the venv)
+	bash scripts/offline.sh $(PY) -m pytest tests/unit
 
 test-integration: setup ## integration tests against a real redis-server
 	$(PY) -m pytest tests/integration

@@ -22,8 +22,8 @@ import redis
 
 from bench.common import interleaved, markdown_table, summarize, write_results
 from cachedmodel import RedisCachingDecorator
-from tests.support.insurance_like_model import InsuranceLikeModel, Region, Sex, sample_input
-from tests.support.redis_server import RedisServer
+from cachedmodel.testing.insurance_like_model import InsuranceLikeModel, Region, Sex, sample_input
+from cachedmodel.testing.redis_server import RedisServer
 
 NAME = "decorator"
 MODEL_NAME, MODEL_VERSION, PREFIX = "insurance_charges_model", "0.1.0", "cache"

@@ -27,8 +27,8 @@ from bench.common import markdown_table, percentile, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.support.control_plane import ControlPlane, default_bin_dir, missing_binaries, LOCAL_BINARIES  # noqa: E402
-from tests.support.operator_process import OperatorProcess, install_crd  # noqa: E402
+from cachedmodel_operator.testing.control_plane import ControlPlane, default_bin_dir, missing_binaries, LOCAL_BINARIES  # noqa: E402
+from cachedmodel_operator.testing.operator_process import OperatorProcess, install_crd  # noqa: E402
 
 GROUP, VERSION, PLURAL = "cachedmodel.dev", "v1alpha1", "cachedmodels"
 TRIALS = int(os.environ.get("BENCH_OPERATOR_TRIALS", "8"))

@@ -24,8 +24,8 @@ import yaml
 
 from bench.common import markdown_table, write_results
 from insurance_charges_model.workload import workload
-from tests.support.model_service import EXAMPLE_CONFIG, MODEL_FILES_HINT, ModelService, artifact_missing
-from tests.support.redis_server import RedisServer
+from cachedmodel.testing.model_service import EXAMPLE_CONFIG, MODEL_FILES_HINT, ModelService, artifact_missing
+from cachedmodel.testing.redis_server import RedisServer
 
 NAME = "service"
 DURATION_S = 8

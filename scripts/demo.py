@@ -19,8 +19,8 @@ import httpx
 import redis
 
 from insurance_charges_model.workload import workload
-from tests.support.model_service import MODEL_FILES_HINT, ModelService, artifact_missing
-from tests.support.redis_server import RedisServer
+from cachedmodel.testing.model_service import MODEL_FILES_HINT, ModelService, artifact_missing
+from cachedmodel.testing.redis_server import RedisServer
 
 
 def percentile(values: list[float], share: float) -> float:

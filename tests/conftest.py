@@ -1,7 +1,7 @@
 """Shared pytest fixtures. Each tier's fixtures live in tests/support/ and are registered here."""
 import pytest
 
-from tests.support.redis_server import RedisServer
+from cachedmodel.testing.redis_server import RedisServer
 
 # The local Kubernetes control plane: fixtures `kube_cluster` (session) and `k8s_namespace`.
 pytest_plugins = ["tests.support.control_plane"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.redis_server import wait_until
+from cachedmodel.testing.redis_server import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "cachedmodel-operator"

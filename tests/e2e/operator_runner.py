@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from tests.e2e.helpers import REAL_PODS, get_json, wait_for
-from tests.support.operator_process import OperatorProcess
+from cachedmodel_operator.testing.operator_process import OperatorProcess
 
 
 def service_account_kubeconfig(admin_kubeconfig: str, token: str) -> dict:

@@ -26,7 +26,7 @@ import pytest
 from tests.e2e.helpers import (CHART_DIR, CRD_NAME, REAL_PODS, condition, describe, example_cachedmodel,
                                get_json, managed_children, owned_children, wait_for)
 from tests.e2e.operator_runner import DeployedOperator, pod_names
-from tests.support.redis_server import free_port, wait_until
+from cachedmodel.testing.redis_server import free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

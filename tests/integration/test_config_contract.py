@@ -15,7 +15,7 @@ from cachedmodel.service.config import parse_configuration
 from cachedmodel_operator import builders
 from cachedmodel_operator.builders.service_config import CONFIG_KEY
 from cachedmodel_operator.resource import CachedModel
-from tests.support.insurance_like_model import sample_input
+from cachedmodel.testing.insurance_like_model import sample_input
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ BODY = {
     "apiVersion": "cachedmodel.dev/v1alpha1",
     "kind": "CachedModel",
     "metadata": {"name": "contract", "namespace": "ml", "uid": "u"},
-    "spec": {"model": {"image": "x", "classPath": "tests.support.insurance_like_model.InsuranceLikeModel"}},
+    "spec": {"model": {"image": "x", "classPath": "cachedmodel.testing.insurance_like_model.InsuranceLikeModel"}},
 }
 CACHES = {
     "defaults": {},
@@ -102,7 +102,7 @@ def test_rendered_redis_conf_and_start_script_run_a_real_redis(tmp_path):
     import subprocess
 
     from cachedmodel_operator.builders.redis import START_SCRIPT
-    from tests.support.redis_server import free_port, wait_until
+    from cachedmodel.testing.redis_server import free_port, wait_until
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (make setup installs it)")

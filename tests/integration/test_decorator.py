@@ -9,8 +9,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from cachedmodel import RedisCachingDecorator
-from tests.support.insurance_like_model import InsuranceLikeModel, InsuranceOutput, sample_input
-from tests.support.redis_server import wait_until
+from cachedmodel.testing.insurance_like_model import InsuranceLikeModel, InsuranceOutput, sample_input
+from cachedmodel.testing.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
 CHOICES = [(serder, compression) for serder in ("JSON", "MessagePack") for compression in (False, True)]

@@ -8,8 +8,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from cachedmodel import RedisCachingDecorator
-from tests.support.insurance_like_model import InsuranceLikeModel, sample_input
-from tests.support.redis_server import wait_until
+from cachedmodel.testing.insurance_like_model import InsuranceLikeModel, sample_input
+from cachedmodel.testing.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
 

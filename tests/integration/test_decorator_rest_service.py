@@ -29,7 +29,7 @@ def test_served_predictions_are_cached(redis_server, monkeypatch, fresh_model_ma
     configuration = ServiceConfiguration(**{
         "service_title": "test",
         "models": [{
-            "class_path": "tests.support.insurance_like_model.InsuranceLikeModel",
+            "class_path": "cachedmodel.testing.insurance_like_model.InsuranceLikeModel",
             "create_endpoint": True,
             "configuration": {"qualified_name": "served_model"},
             "decorators": [{"class_path": "cachedmodel.RedisCachingDecorator",

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from scripts.demo import percentile
-from tests.support.model_service import MODEL_FILES_HINT, REPO, artifact_missing
+from cachedmodel.testing.model_service import MODEL_FILES_HINT, REPO, artifact_missing
 
 pytestmark = pytest.mark.integration
 

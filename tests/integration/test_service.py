@@ -15,8 +15,8 @@ import pytest
 import redis
 import yaml
 
-from tests.support.model_service import MODEL_FILES_HINT, ModelService, artifact_missing
-from tests.support.redis_server import wait_until
+from cachedmodel.testing.model_service import MODEL_FILES_HINT, ModelService, artifact_missing
+from cachedmodel.testing.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
 

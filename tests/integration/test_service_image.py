@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.model_service import REPO, ModelService
+from cachedmodel.testing.model_service import REPO, ModelService
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_entrypoint_serves_probes_and_predictions_like_the_container(redis_serve
 
 def test_healthcheck_fails_when_nothing_listens(tmp_path):
     stage = final_stage(DOCKERFILE.read_text())
-    from tests.support.redis_server import free_port
+    from cachedmodel.testing.redis_server import free_port
     result = subprocess.run(local_command(stage["healthcheck"]), env={**os.environ, "PORT": str(free_port())},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "probe:" in result.stderr

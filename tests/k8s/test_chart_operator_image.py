@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import CRD_NAME, EXAMPLE_FILE, ROOT, get_json
-from tests.support.operator_process import install_crd
-from tests.support.redis_server import free_port, wait_until
+from cachedmodel_operator.testing.operator_process import install_crd
+from cachedmodel.testing.redis_server import free_port, wait_until
 from tests.unit.test_manifests_operator_image import dockerfile_instructions
 
 pytestmark = pytest.mark.k8s

@@ -14,8 +14,8 @@ import uuid
 import pytest
 from kubernetes import client
 
-from tests.support.control_plane import KubeCommandError
-from tests.support.redis_server import wait_until
+from cachedmodel_operator.testing.control_plane import KubeCommandError
+from cachedmodel.testing.redis_server import wait_until
 
 pytestmark = pytest.mark.k8s
 

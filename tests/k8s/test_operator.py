@@ -15,7 +15,7 @@ import yaml
 
 from cachedmodel_operator import builders, schema
 from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
-from tests.support.operator_process import OperatorProcess, install_crd
+from cachedmodel_operator.testing.operator_process import OperatorProcess, install_crd
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 

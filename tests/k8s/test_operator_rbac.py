@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.operator_process import OperatorProcess, install_crd
-from tests.support.redis_server import wait_until
+from cachedmodel_operator.testing.operator_process import OperatorProcess, install_crd
+from cachedmodel.testing.redis_server import wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(180)]
 RULES = Path(__file__).resolve().parents[2] / "operator/rbac-rules.yaml"

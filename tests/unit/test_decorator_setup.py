@@ -7,7 +7,7 @@ from ml_base.utilities import ModelManager
 from prometheus_client import REGISTRY
 
 from cachedmodel import ConfigurationError, RedisCachingDecorator
-from tests.support.insurance_like_model import InsuranceInput, InsuranceLikeModel, sample_input
+from cachedmodel.testing.insurance_like_model import InsuranceInput, InsuranceLikeModel, sample_input
 
 NOWHERE = "unix:///nonexistent-dir/redis.sock"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from scripts import build_tools
-from tests.support.control_plane import kubeconfig_document, kwok_node, server_of
+from cachedmodel_operator.testing.control_plane import kubeconfig_document, kwok_node, server_of
 
 KUBERNETES_GOMOD = """module k8s.io/kubernetes
 
@@ -71,7 +71,7 @@ def test_kwok_nodes_are_selected_by_kwok_and_schedulable():
 def test_empty_kubeconfig_setting_means_a_local_control_plane(tmp_path: Path):
     """`make test-e2e` passes CACHEDMODEL_KUBECONFIG="" when KUBECONFIG is unset: that must start the
     local control plane, not treat "" as an existing cluster (which started nothing)."""
-    from tests.support.control_plane import ControlPlane
+    from cachedmodel_operator.testing.control_plane import ControlPlane
 
     cluster = ControlPlane(tmp_path / "bin", workdir=tmp_path, kubeconfig="")
     assert not cluster.external

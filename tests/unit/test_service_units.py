@@ -149,7 +149,7 @@ def test_configuration_loading(tmp_path):
 def test_example_configuration_enables_the_decorator_from_the_environment(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("REDIS_PASSWORD", raising=False)
-    from tests.support.model_service import EXAMPLE_CONFIG
+    from cachedmodel.testing.model_service import EXAMPLE_CONFIG
     configuration = load_configuration(EXAMPLE_CONFIG)
     (model,) = configuration.models
     assert model.class_path == "insurance_charges_model.model.InsuranceChargesModel" and model.create_endpoint
@@ -173,7 +173,7 @@ def _pins(path):
 
 
 def test_image_requirements_are_pinned_and_agree_with_the_dev_pins():
-    from tests.support.model_service import REPO
+    from cachedmodel.testing.model_service import REPO
     image = REPO / "images" / "model-service" / "requirements.txt"
     lines = [line for line in image.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert all("==" in line for line in lines), "every image requirement is pinned"
@@ -191,7 +191,7 @@ def test_model_service_dockerfile_passes_hadolint():
     import sys
     from pathlib import Path
 
-    from tests.support.model_service import REPO
+    from cachedmodel.testing.model_service import REPO
     hadolint = Path(sys.executable).parent / "hadolint"
     binary = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
     if binary is None:

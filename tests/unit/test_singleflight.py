@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from cachedmodel.singleflight import SingleFlight
-from tests.support.redis_server import wait_until
+from cachedmodel.testing.redis_server import wait_until
 
 
 def run_concurrently(count, target):

@@ -17,9 +17,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.redis_server import free_port, wait_until
+from cachedmodel.testing.redis_server import free_port, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_CONFIG = REPO / "examples" / "rest_config.yaml"
 MODEL_NAME = "insurance_charges_model"
 

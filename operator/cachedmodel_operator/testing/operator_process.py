@@ -15,9 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.redis_server import free_port, wait_until
+from cachedmodel_operator.testing.processes import free_port, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "charts/cachedmodel-operator/crds/cachedmodels.cachedmodel.dev.yaml"
 
 
