@@ -46,3 +46,43 @@ def test_secret_string_data_is_ignored():
     live = {**copy.deepcopy(secret), "data": {"password": "cHc="}}
     del live["stringData"]
     assert not drifted(live, secret)
+
+
+def with_resources(resources: dict):
+    return builders.model_deployment(cached_model(model={"resources": resources}), "c")
+
+
+def canonical(dep, resources: dict):
+    """The live Deployment as the API server stores it: quantities in canonical form."""
+    live = live_version(dep)
+    live["spec"]["template"]["spec"]["containers"][0]["resources"] = resources
+    return live
+
+
+def test_quantities_in_canonical_form_are_not_drift():
+    """The API server rewrites 1000m as 1, 1024Mi as 1Gi, 0.5 as 500m: a re-apply would change nothing."""
+    dep = with_resources({"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": {"cpu": 0.5, "memory": "1Gi"}})
+    live = canonical(dep, {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "500m", "memory": "1Gi"}})
+    assert not drifted(live, dep)
+
+
+def test_a_changed_quantity_is_drift():
+    dep = with_resources({"requests": {"cpu": "1000m", "memory": "1024Mi"}})
+    assert drifted(canonical(dep, {"requests": {"cpu": "2", "memory": "1Gi"}}), dep)
+    assert drifted(canonical(dep, {"requests": {"cpu": "1", "memory": "1G"}}), dep)  # 10^9 is not 2^30
+    assert drifted(canonical(dep, {"requests": {"cpu": "1"}}), dep)
+
+
+def test_volume_sizes_compare_as_quantities():
+    sts = builders.redis_statefulset(cached_model(redis={"persistence": {"enabled": True, "size": "2048Mi"}}), "c")
+    live = copy.deepcopy(sts)
+    live["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = "2Gi"
+    assert not drifted(live, sts)
+    live["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = "3Gi"
+    assert drifted(live, sts)
+
+
+def test_quantity_look_alikes_elsewhere_stay_strings():
+    """An env var or a ConfigMap value of `1000m` is text the program reads: `1` is a different value."""
+    assert not contains({"env": [{"name": "X", "value": "1"}]}, {"env": [{"name": "X", "value": "1000m"}]})
+    assert not contains({"data": {"size": "1Gi"}}, {"data": {"size": "1024Mi"}})
