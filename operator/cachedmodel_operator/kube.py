@@ -103,19 +103,24 @@ class Kube:
         return self._call("POST", self.path(obj["kind"], meta["namespace"]), body=obj,
                           query=[("fieldManager", MANAGER)])
 
-    def delete(self, kind: str, namespace: str, name: str, owner_uid: str | None = None) -> bool:
-        """Delete if present (and, when owner_uid is given, only if that CachedModel controls it)."""
+    def delete(self, kind: str, namespace: str, name: str, owner_uid: str | None = None,
+               uid: str | None = None) -> bool:
+        """Delete if present (and, when owner_uid is given, only if that CachedModel controls it). `uid` is a
+        precondition: the object we inspected, not one created under its name since (409 = left alone)."""
         if owner_uid is not None:
             live = self.get(kind, namespace, name)
             owners = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
             if not any(ref.get("uid") == owner_uid for ref in owners):
                 return False
+            uid = uid or live["metadata"].get("uid")
+        options: dict = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            self._call("DELETE", self.path(kind, namespace, name),
-                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+            self._call("DELETE", self.path(kind, namespace, name), body=options)
             return True
         except ApiException as error:
-            if error.status == 404:
+            if error.status in (404, 409):  # gone, or replaced by another object since we looked
                 return False
             raise
 

@@ -39,9 +39,19 @@ def foreign_controller(live: dict | None, cm: CachedModel) -> dict | None:
     the same name (whose children the garbage collector is about to remove), else None. Pure."""
     for ref in ((live or {}).get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller"):
-            ours = ref.get("uid") == cm.uid or (ref.get("kind") == schema.KIND and ref.get("name") == cm.name)
-            return None if ours else ref
+            return None if _ours(ref, cm) else ref
     return None
+
+
+def owned(live: dict | None, cm: CachedModel) -> bool:
+    """True when this CachedModel (or an earlier one of the same name) controls `live`. Labels do not count:
+    they are copied by hand and survive `--cascade=orphan`, which hands the object to the user. Pure."""
+    refs = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and _ours(ref, cm) for ref in refs)
+
+
+def _ours(ref: dict, cm: CachedModel) -> bool:
+    return ref.get("uid") == cm.uid or (ref.get("kind") == schema.KIND and ref.get("name") == cm.name)
 
 
 _UNREAD = object()
@@ -63,12 +73,19 @@ def check_free(kube: Kube, cm: CachedModel, kind: str, name: str, memory: Memory
 
 
 def ensure_secret(kube: Kube, cm: CachedModel, memory: Memory | None = None) -> str:
-    """Create the Redis password Secret once; never rewrite an existing one. Returns its uid."""
+    """Create the Redis password Secret once; never rewrite an existing one. Returns its uid.
+
+    One of ours that lost its key is replaced; a Secret of that name we do not own is never deleted
+    (it may hold someone's credentials): ChildConflict, so status and an event say what to do."""
     live = kube.get("Secret", cm.namespace, cm.redis_secret_name)
     check_free(kube, cm, "Secret", cm.redis_secret_name, memory or Memory(), live)
     if live is not None and PASSWORD_KEY not in (live.get("data") or {}):
+        if not owned(live, cm):
+            raise ChildConflict(f"Secret {cm.namespace}/{cm.redis_secret_name} already exists, has no {PASSWORD_KEY!r} "
+                                f"key and is not owned by this CachedModel: the operator will not replace it; add "
+                                f"the key, delete or rename the Secret, or rename this CachedModel")
         log.warning("Secret %s/%s lost its %r key: replacing it", cm.namespace, cm.redis_secret_name, PASSWORD_KEY)
-        kube.delete("Secret", cm.namespace, cm.redis_secret_name)
+        kube.delete("Secret", cm.namespace, cm.redis_secret_name, uid=live["metadata"]["uid"])
         live = None
     if live is None:
         try:
