@@ -3,59 +3,253 @@
 Everything that can be checked without the model is checked here, when the decorator is built, so a
 bad service configuration fails at start-up with a message naming the option (never at the first
 request). Field names (`hashing_fields`, `reduced_precision_fields`) are checked when the model is set.
+
+The options are a pydantic model (extra='forbid', frozen); `parse_options` adds env expansion,
+"did you mean" hints and one ConfigurationError per bad option. Messages and reprs never show
+credentials: start-up errors end up in pod termination messages and the CachedModel status.
 """
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SERDERS = ("JSON", "MessagePack")
 URL_SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_MAX_CONNECTIONS = 50  # redis-py's BlockingConnectionPool default
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_OPTIONS = ("password", "url")  # never echoed in a message
 
 
 class ConfigurationError(ValueError):
     """A decorator option is invalid; the message names the option."""
 
 
-@dataclass(frozen=True)
-class CacheOptions:
+# ---------------------------------------------------------------- redaction
+_QUERY_SECRET = re.compile(r"((?:^|[?&;])(?:password|passwd|pwd)=)[^&;#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its userinfo (user:password@) and any password= query argument replaced by ***.
+
+    Cuts at the last '@' after '://' (not at the first '/', '?' or '#' as a URL parser would), so a
+    password containing such characters, which breaks parsing, is still hidden.
+    """
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        text = scheme + sep + "***@" + rest.rpartition("@")[2]
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
+def secrets_of(url: str | None, password: str | None) -> tuple[str, ...]:
+    """The secret strings of a configuration: the password option and the URL's password/userinfo."""
+    found = [password] if password else []
+    if url:
+        scheme, sep, rest = str(url).partition("://")
+        if sep and "@" in rest:
+            userinfo = rest.rpartition("@")[0]
+            found += [userinfo, userinfo.partition(":")[2]]
+        found += [match.group(0).partition("=")[2] for match in _QUERY_SECRET.finditer(str(url))]
+    return tuple(sorted({secret for secret in found if len(secret) >= 3}, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every secret replaced by *** (for exception messages from anywhere, e.g. redis-py)."""
+    text = str(text)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# ---------------------------------------------------------------- value parsing (before pydantic's own)
+def _no_bool(value: Any, what: str) -> Any:
+    if isinstance(value, bool):  # pydantic's lax mode would take True as 1
+        raise ValueError(f"must be {what}, got {value!r}")
+    return value
+
+
+def _number_text(value: Any) -> Any:
+    """Refuse inf/NaN in any spelling before int()/float() see them (int(inf) is an OverflowError)."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {value!r}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    """A list of field names (or a comma-separated string); None or an empty list means 'not given'."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"must be a list of field names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists a field twice: {list(value)!r}")
+    return tuple(value) or None
+
+
+def validate_url(url: str) -> str:
+    """Check a Redis URL's scheme and shape (redis-py parses the rest); messages show it redacted."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        raise ConfigurationError(f"option 'url' is not a valid Redis URL (bad host or port): {shown!r}") from None
+    if parts.scheme not in URL_SCHEMES:
+        raise ConfigurationError(f"option 'url' must start with redis://, rediss:// or unix://, got {shown!r}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigurationError(f"option 'url' needs a socket path (unix:///path/to/redis.sock), got {shown!r}")
+    elif not parts.hostname:
+        raise ConfigurationError(f"option 'url' needs a host (redis://host:6379/0), got {shown!r}")
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        database = parts.path.strip("/")
+        if not database.isdigit():
+            raise ConfigurationError(f"option 'url' has a database that is not a number: {redact_url(database)!r}")
+    return url
+
+
+_Seconds = Field(gt=0, allow_inf_nan=False)
+
+
+class CacheOptions(BaseModel):
     """The validated options of a RedisCachingDecorator (defaults are the documented ones)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
 
     # where Redis is: host/port/database, or url (redis://, rediss://, unix://)
     host: str = "localhost"
-    port: int = 6379
-    database: int = 0
-    url: str | None = None
-    username: str | None = None
-    password: str | None = None
-    ssl_ca_certs: str | None = None
+    port: int = Field(6379, ge=1, le=65535)
+    database: int = Field(0, ge=0)
+    url: Optional[str] = None
+    username: Optional[str] = None
+    password: Optional[str] = Field(None, repr=False)
+    ssl_ca_certs: Optional[str] = None
     # what is keyed and how values are stored
     prefix: str = ""
-    hashing_fields: tuple[str, ...] | None = None
+    hashing_fields: Optional[Tuple[str, ...]] = None
     serder: str = "MessagePack"
     use_compression: bool = False
-    reduced_precision_fields: tuple[str, ...] | None = None
-    number_of_places: int | None = None
-    ttl_seconds: float | None = None
-    # failure handling: short redis-py timeouts and a circuit breaker
-    socket_timeout: float = 0.25
-    socket_connect_timeout: float = 0.25
-    max_connections: int | None = None
-    circuit_breaker_failures: int = 3
-    circuit_breaker_reset_seconds: float = 5.0
+    reduced_precision_fields: Optional[Tuple[str, ...]] = None
+    number_of_places: Optional[int] = Field(None, ge=0)
+    ttl_seconds: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    # failure handling: short redis-py timeouts, a bounded pool and a circuit breaker
+    socket_timeout: float = Field(0.25, gt=0, allow_inf_nan=False)
+    socket_connect_timeout: float = Field(0.25, gt=0, allow_inf_nan=False)
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)  # per pool: sync, and async per event loop
+    pool_timeout: float = Field(0.1, gt=0, allow_inf_nan=False)  # wait for a free connection, then bypass
+    circuit_breaker_failures: int = Field(3, ge=1)
+    circuit_breaker_reset_seconds: float = Field(5.0, gt=0, allow_inf_nan=False)
     # in-process tier and stampede protection
-    local_cache_size: int = 0
-    local_cache_ttl_seconds: float = 30.0
+    local_cache_size: int = Field(0, ge=0)
+    local_cache_ttl_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
     single_flight: bool = True
 
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" and value else value)
 
-OPTION_NAMES = tuple(f.name for f in fields(CacheOptions))
+    # ------------------------------------------------------------ per-field normalization
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"must be a host name, got {value!r}")
+        return value.strip()
+
+    @field_validator("port", "database", "number_of_places", "max_connections", "circuit_breaker_failures",
+                     "local_cache_size", mode="before")
+    @classmethod
+    def _integer(cls, value: Any) -> Any:
+        return _number_text(_no_bool(value, "an integer"))
+
+    @field_validator("ttl_seconds", "socket_timeout", "socket_connect_timeout", "pool_timeout",
+                     "circuit_breaker_reset_seconds", "local_cache_ttl_seconds", mode="before")
+    @classmethod
+    def _float(cls, value: Any) -> Any:
+        return _number_text(_no_bool(value, "a number"))
+
+    @field_validator("ttl_seconds", mode="after")
+    @classmethod
+    def _ttl(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < 0.001:
+            raise ValueError(f"must be at least 0.001 (or 0 for no expiry), got {value}")
+        return value or None  # 0 = no expiry
+
+    @field_validator("username", "password", "ssl_ca_certs", mode="before")
+    @classmethod
+    def _optional_str(cls, value: Any) -> Any:
+        return None if value is None or value == "" else str(value)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url(cls, value: Any) -> Any:
+        return None if value is None or value == "" else validate_url(str(value))
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _prefix(cls, value: Any) -> Any:
+        value = "" if value is None else value
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, got {value!r}")
+        return value
+
+    @field_validator("hashing_fields", "reduced_precision_fields", mode="before")
+    @classmethod
+    def _field_names(cls, value: Any) -> Any:
+        return _names(value)
+
+    @field_validator("serder", mode="before")
+    @classmethod
+    def _serder(cls, value: Any) -> Any:
+        serder = {name.lower(): name for name in SERDERS}.get(str(value).lower())
+        if serder is None:
+            raise ValueError(f"must be one of {', '.join(SERDERS)}, got {value!r}")
+        return serder
+
+    @field_validator("use_compression", "single_flight", mode="before")
+    @classmethod
+    def _bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        raise ValueError(f"must be true or false, got {value!r}")
+
+    # ------------------------------------------------------------ rules between options
+    @model_validator(mode="after")
+    def _combinations(self) -> "CacheOptions":
+        given = self.model_fields_set
+        if self.url:
+            clash = sorted({"host", "port", "database"} & given)
+            if clash:
+                raise ConfigurationError(f"option '{clash[0]}' cannot be combined with option 'url' "
+                                         f"(put it in the URL instead)")
+        if self.ssl_ca_certs and not str(self.url or "").startswith("rediss://"):
+            raise ConfigurationError("option 'ssl_ca_certs' needs a rediss:// url (TLS)")
+        if self.reduced_precision_fields and self.number_of_places is None:
+            raise ConfigurationError("option 'reduced_precision_fields' needs option 'number_of_places'")
+        if self.number_of_places is not None and not self.reduced_precision_fields:
+            raise ConfigurationError("option 'number_of_places' needs option 'reduced_precision_fields'")
+        return self
+
+
+OPTION_NAMES = tuple(CacheOptions.model_fields)
 
 
 def expand_env(value: Any, option: str, environ: Mapping[str, str] | None = None) -> Any:
@@ -78,82 +272,25 @@ def expand_env(value: Any, option: str, environ: Mapping[str, str] | None = None
     return _ENV_PATTERN.sub(replace, value)
 
 
-def _int(option: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise ConfigurationError(f"option '{option}' must be an integer, got {value!r}")
-    try:
-        number = int(value)
-        if isinstance(value, float) and number != value:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"option '{option}' must be an integer, got {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise ConfigurationError(f"option '{option}' must be >= {minimum}, got {number}")
-    return number
-
-
-def _number(option: str, value: Any, minimum: float = 0.0, allow_equal: bool = True) -> float:
-    if isinstance(value, bool):
-        raise ConfigurationError(f"option '{option}' must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"option '{option}' must be a number, got {value!r}") from None
-    if number != number or number < minimum or (number == minimum and not allow_equal):
-        relation = ">=" if allow_equal else ">"
-        raise ConfigurationError(f"option '{option}' must be {relation} {minimum:g}, got {value!r}")
-    return number
-
-
-def _bool(option: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    raise ConfigurationError(f"option '{option}' must be true or false, got {value!r}")
-
-
-def _names(option: str, value: Any) -> tuple[str, ...] | None:
-    """A list of field names; None or an empty list means 'not given'."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
-        raise ConfigurationError(f"option '{option}' must be a list of field names, got {value!r}")
-    if len(set(value)) != len(value):
-        raise ConfigurationError(f"option '{option}' lists a field twice: {list(value)!r}")
-    return tuple(value) or None
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def validate_url(url: str) -> str:
-    """Check a Redis URL's scheme and shape (redis-py parses the rest)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError on a non-numeric port
-    except ValueError as error:
-        raise ConfigurationError(f"option 'url' is not a valid Redis URL ({error}): {url!r}") from None
-    if parts.scheme not in URL_SCHEMES:
-        raise ConfigurationError(f"option 'url' must start with redis://, rediss:// or unix://, got {url!r}")
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ConfigurationError(f"option 'url' needs a socket path (unix:///path/to/redis.sock), got {url!r}")
-    elif not parts.hostname:
-        raise ConfigurationError(f"option 'url' needs a host (redis://host:6379/0), got {url!r}")
-    if parts.scheme != "unix" and parts.path.strip("/"):
-        database = parts.path.strip("/")
-        if not database.isdigit():
-            raise ConfigurationError(f"option 'url' has a database that is not a number: {database!r}")
-    del port
-    return url
+def _message(error: dict) -> str:
+    """One pydantic error as "option 'name' ...", never echoing the value of a secret option."""
+    option = str(error["loc"][0]) if error.get("loc") else ""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigurationError):
+        return str(cause)
+    text = str(cause) if isinstance(cause, ValueError) else error["msg"].replace("Input should be", "must be")
+    if not option:
+        return text
+    if cause is None and option not in _SECRET_OPTIONS:
+        text += f", got {error.get('input')!r}"
+    return f"option '{option}' {text}"
 
 
 def parse_options(configuration: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> CacheOptions:
-    """Validate the decorator's keyword options into a CacheOptions (raises ConfigurationError)."""
+    """Validate the decorator's keyword options into a CacheOptions (raises ConfigurationError).
+
+    A value that is None or "" (e.g. `${VAR:-}` of an unset variable) means "not given": the default.
+    """
     unknown = sorted(set(configuration) - set(OPTION_NAMES))
     if unknown:
         name = unknown[0]
@@ -161,72 +298,12 @@ def parse_options(configuration: Mapping[str, Any], environ: Mapping[str, str] |
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigurationError(f"unknown option '{name}'{hint}; known options: {', '.join(OPTION_NAMES)}")
     raw = {name: expand_env(value, name, environ) for name, value in configuration.items()}
-    given = {name for name, value in raw.items() if value not in (None, "")}
-    values: dict[str, Any] = {}
-
-    if "url" in given:
-        values["url"] = validate_url(str(raw["url"]))
-        clash = sorted({"host", "port", "database"} & given)
-        if clash:
-            raise ConfigurationError(f"option '{clash[0]}' cannot be combined with option 'url' "
-                                     f"(put it in the URL instead)")
-    if "host" in given:
-        if not isinstance(raw["host"], str) or not raw["host"].strip():
-            raise ConfigurationError(f"option 'host' must be a host name, got {raw['host']!r}")
-        values["host"] = raw["host"].strip()
-    if "port" in given:
-        values["port"] = _int("port", raw["port"], 1)
-        if values["port"] > 65535:
-            raise ConfigurationError(f"option 'port' must be <= 65535, got {values['port']}")
-    if "database" in given:
-        values["database"] = _int("database", raw["database"], 0)
-    for name in ("username", "password", "ssl_ca_certs"):
-        if name in raw:
-            values[name] = _optional_str(raw[name])
-    if values.get("ssl_ca_certs") and not str(values.get("url", "")).startswith("rediss://"):
-        raise ConfigurationError("option 'ssl_ca_certs' needs a rediss:// url (TLS)")
-
-    if "prefix" in raw:
-        prefix = "" if raw["prefix"] is None else raw["prefix"]
-        if not isinstance(prefix, str):
-            raise ConfigurationError(f"option 'prefix' must be a string, got {prefix!r}")
-        values["prefix"] = prefix
-    if "hashing_fields" in raw:
-        values["hashing_fields"] = _names("hashing_fields", raw["hashing_fields"])
-    if "serder" in given:
-        serder = {name.lower(): name for name in SERDERS}.get(str(raw["serder"]).lower())
-        if serder is None:
-            raise ConfigurationError(f"option 'serder' must be one of {', '.join(SERDERS)}, got {raw['serder']!r}")
-        values["serder"] = serder
-    if "use_compression" in given:
-        values["use_compression"] = _bool("use_compression", raw["use_compression"])
-
-    fields_given = _names("reduced_precision_fields", raw.get("reduced_precision_fields"))
-    places = raw.get("number_of_places")
-    places_given = places not in (None, "")
-    if fields_given and not places_given:
-        raise ConfigurationError("option 'reduced_precision_fields' needs option 'number_of_places'")
-    if places_given and not fields_given:
-        raise ConfigurationError("option 'number_of_places' needs option 'reduced_precision_fields'")
-    if fields_given:
-        values["reduced_precision_fields"] = fields_given
-        values["number_of_places"] = _int("number_of_places", places, 0)
-
-    if "ttl_seconds" in given:
-        ttl = _number("ttl_seconds", raw["ttl_seconds"], 0.0)
-        if 0 < ttl < 0.001:
-            raise ConfigurationError(f"option 'ttl_seconds' must be at least 0.001 (or 0 for no expiry), got {ttl}")
-        values["ttl_seconds"] = ttl or None
-    for name in ("socket_timeout", "socket_connect_timeout", "circuit_breaker_reset_seconds",
-                 "local_cache_ttl_seconds"):
-        if name in given:
-            values[name] = _number(name, raw[name], 0.0, allow_equal=False)
-    if "max_connections" in given:
-        values["max_connections"] = _int("max_connections", raw["max_connections"], 1)
-    if "circuit_breaker_failures" in given:
-        values["circuit_breaker_failures"] = _int("circuit_breaker_failures", raw["circuit_breaker_failures"], 1)
-    if "local_cache_size" in given:
-        values["local_cache_size"] = _int("local_cache_size", raw["local_cache_size"], 0)
-    if "single_flight" in given:
-        values["single_flight"] = _bool("single_flight", raw["single_flight"])
-    return CacheOptions(**values)
+    given = {name: value for name, value in raw.items() if value is not None and value != ""}
+    try:
+        return CacheOptions(**given)
+    except ValidationError as error:
+        message = _message(error.errors(include_url=False)[0])
+    except ConfigurationError as error:  # pragma: no cover - pydantic wraps validator errors
+        message = str(error)
+    secrets = secrets_of(str(raw.get("url") or ""), str(raw.get("password") or ""))
+    raise ConfigurationError(scrub(message, secrets)) from None

@@ -82,3 +82,85 @@ def test_env_expansion():
 def test_missing_env_variable_names_option_and_variable():
     with pytest.raises(ConfigurationError, match="'password'.*REDIS_PASSWORD"):
         parse_options({"password": "${REDIS_PASSWORD}"}, {})
+
+
+NUMERIC_OPTIONS = ["port", "database", "number_of_places", "ttl_seconds", "socket_timeout", "socket_connect_timeout",
+                   "pool_timeout", "max_connections", "circuit_breaker_failures", "circuit_breaker_reset_seconds",
+                   "local_cache_size", "local_cache_ttl_seconds"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "inf", "nan", "1e999", "Infinity"])
+@pytest.mark.parametrize("name", NUMERIC_OPTIONS)
+def test_non_finite_numbers_are_refused_naming_the_option(name, value):
+    """`ttl_seconds: inf` used to be accepted and then made every SET fail; no numeric option takes inf/NaN."""
+    configuration = {name: value}
+    if name == "number_of_places":
+        configuration["reduced_precision_fields"] = ["bmi"]
+    with pytest.raises(ConfigurationError, match=f"option '{name}'"):
+        parse_options(configuration)
+
+
+def test_options_built_directly_are_validated_too():
+    """CacheOptions is the pydantic model itself: building it by hand cannot bypass the checks."""
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        CacheOptions(ttl_seconds=float("inf"))
+    with pytest.raises(ValueError):
+        CacheOptions(ttl=5)
+
+
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize("name", ["port", "ttl_seconds", "max_connections", "socket_timeout"])
+def test_booleans_are_not_numbers(name, value):
+    with pytest.raises(ConfigurationError, match=f"option '{name}'"):
+        parse_options({name: value})
+
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.mark.parametrize("url", [
+    f"http://:{SECRET}@cache:6379/0",                 # bad scheme
+    f"redis://:{SECRET}@cache:notaport/0",            # bad port
+    f"redis://:{SECRET}@cache:6379/zero",             # bad database
+    f"redis://:{SECRET}@",                            # no host
+    f"redis://user:{SECRET}@cache:6379/0?x=1#frag",   # fine, but combined with host below
+    f"redis://:ab#{SECRET}@cache:6379/0",             # a '#' in the password breaks URL parsing
+    f"redis://cache:6379/zero?password={SECRET}",     # password as a query argument
+])
+def test_a_bad_url_never_shows_its_password(url):
+    """The start-up error becomes the pod's termination message and the CachedModel status."""
+    with pytest.raises(ConfigurationError, match="'url'|'host'") as caught:
+        parse_options({"url": url, "host": "other"} if "#frag" in url else {"url": url})
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__context__ is None or \
+        SECRET not in str(caught.value.__context__)
+
+
+def test_a_bad_option_never_shows_the_password_given_through_env():
+    with pytest.raises(ConfigurationError, match="'port'") as caught:
+        parse_options({"password": "${P}", "port": "${P}"}, {"P": SECRET})
+    assert SECRET not in str(caught.value)
+
+
+def test_repr_of_options_hides_credentials():
+    options = parse_options({"url": f"redis://admin:{SECRET}@cache:6379/0?password={SECRET}", "password": SECRET})
+    assert options.password == SECRET and SECRET in options.url  # still usable
+    for text in (repr(options), str(options)):
+        assert SECRET not in text and "cache:6379" in text, text
+
+
+def test_redact_keeps_the_address_and_hides_userinfo():
+    from cachedmodel.options import redact_url
+
+    assert redact_url(f"redis://user:{SECRET}@cache:6379/0") == "redis://***@cache:6379/0"
+    assert redact_url(f"rediss://:{SECRET}@cache") == "rediss://***@cache"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert redact_url(f"unix:///run/redis.sock?db=1&password={SECRET}") == "unix:///run/redis.sock?db=1&password=***"
+
+
+def test_pool_options():
+    options = parse_options({"max_connections": "8", "pool_timeout": "0.5"})
+    assert (options.max_connections, options.pool_timeout) == (8, 0.5)
+    assert parse_options({}).max_connections >= 1  # always bounded
+    with pytest.raises(ConfigurationError, match="'pool_timeout'"):
+        parse_options({"pool_timeout": 0})
