@@ -1,51 +1,95 @@
-"""Copy each benchmark's Markdown results into the README, so the README's figures are the committed ones.
+"""Copy the benchmark results into the docs, so every published figure is a committed one.
 
-The README holds one block per benchmark between `<!-- bench:<name>:begin -->` and
-`<!-- bench:<name>:end -->`; the block is bench/results/<name>.md without its title, its headings
-demoted under the README's own. `make bench` refreshes the blocks of the benchmarks it ran, and a unit
-test fails when a block and its results file disagree.
+docs/benchmarks.md holds one block per benchmark between `<!-- bench:<name>:begin -->` and
+`<!-- bench:<name>:end -->`: bench/results/<name>.md without its title, headings demoted. The
+README holds one `bench:summary` block: a few headline figures read from bench/results/*.json.
+`make bench` refreshes both, and a unit test fails when a block and its results files disagree.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from bench.common import RESULTS_DIR
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def markers(name: str) -> tuple[str, str]:
-    return f"<!-- bench:{name}:begin (generated from bench/results/{name}.md by `make bench`) -->", \
-        f"<!-- bench:{name}:end -->"
+    source = "bench/results/*.json" if name == "summary" else f"bench/results/{name}.md"
+    return f"<!-- bench:{name}:begin (generated from {source} by `make bench`) -->", f"<!-- bench:{name}:end -->"
+
+
+def _wrap(name: str, body: str) -> str:
+    begin, end = markers(name)
+    return f"{begin}\n{body}\n{end}"
 
 
 def block(name: str, results_dir: Path = RESULTS_DIR) -> str:
-    """The README block of one benchmark: its results Markdown, title dropped, headings demoted."""
+    """The docs block of one benchmark: its results Markdown, title dropped, headings demoted."""
     lines = (results_dir / f"{name}.md").read_text(encoding="utf-8").strip().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
     body = "\n".join("##" + line if re.match(r"^#{1,3} ", line) else line for line in lines).strip()
-    begin, end = markers(name)
-    return f"{begin}\n{body}\n{end}"
+    return _wrap(name, body)
+
+
+def summary(results_dir: Path = RESULTS_DIR) -> str:
+    """The README's headline table, from the three benchmarks' JSON results."""
+    def load(name: str) -> dict:
+        return json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8"))
+
+    decorator, service, operator = load("decorator"), load("service"), load("operator")
+    checks, best, ratios = decorator["checks"], service["best"], service["ratios"]
+    stampede = {row["single_flight"]: row["model_calls"] for row in decorator["stampede"]}
+    rows = [
+        ("Redis hit, p50 latency vs a raw redis-py GET", f"{checks['redis_hit_p50_ratio']:.2f}x",
+         "bench_decorator"),
+        ("in-process tier hit, p50", f"{checks['local_hit_p50_us']:.1f} µs", "bench_decorator"),
+        ("Redis bytes per entry vs a naive JSON scheme", f"{checks['bytes_ratio']:.2f}x", "bench_decorator"),
+        ("model calls for 64 concurrent identical misses", f"{stampede[True]} (without single-flight: "
+         f"{stampede[False]})", "bench_decorator"),
+        ("HTTP cache hits vs stock rest-model-service with a no-op model, req/s",
+         f"{ratios['hit_vs_stock_noop']:.2f}x ({best['c']['rps']:.0f} vs {best['a']['rps']:.0f})", "bench_service"),
+        ("HTTP cache hits vs the real model uncached, req/s", f"{ratios['hit_vs_model']:.0f}x", "bench_service"),
+        ("operator: apply → every child present, p50", f"{operator['apply']['children']['p50_s']:.2f} s",
+         "bench_operator"),
+        (f"operator: {operator['scale']['cachedmodels']} CachedModels all Ready",
+         f"{operator['scale']['all_ready_s']:.1f} s", "bench_operator"),
+    ]
+    table = ["| measure | result | benchmark |", "|---|---|---|"]
+    table += [f"| {measure} | {result} | `bench/{module}.py` |" for measure, result, module in rows]
+    return _wrap("summary", "\n".join(table))
 
 
 def names_in(text: str) -> list[str]:
     return re.findall(r"<!-- bench:([a-z_]+):begin", text)
 
 
+def _replace(text: str, name: str, new_block: str) -> str:
+    begin, end = markers(name)
+    pattern = re.compile(re.escape(begin.split(" (")[0]) + r".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _: new_block, text, count=1) if pattern.search(text) else text
+
+
 def render(text: str, names: list[str] | None = None, results_dir: Path = RESULTS_DIR) -> str:
-    """`text` with the blocks of `names` (default: every block it has) replaced from the results files."""
+    """`text` with the blocks of `names` (default: every block it has) regenerated from the results."""
     for name in names or names_in(text):
-        begin, end = markers(name)
-        pattern = re.compile(re.escape(begin.split(" (")[0]) + r".*?" + re.escape(end), re.S)
-        if (results_dir / f"{name}.md").exists() and pattern.search(text):
-            text = pattern.sub(lambda _: block(name, results_dir), text, count=1)
+        if name == "summary":
+            if all((results_dir / f"{n}.json").exists() for n in ("decorator", "service", "operator")):
+                text = _replace(text, name, summary(results_dir))
+        elif (results_dir / f"{name}.md").exists():
+            text = _replace(text, name, block(name, results_dir))
     return text
 
 
-def update(names: list[str] | None = None, readme: Path = README) -> None:
-    readme.write_text(render(readme.read_text(encoding="utf-8"), names), encoding="utf-8")
+def update(names: list[str] | None = None) -> None:
+    """Refresh the given benchmarks' blocks in docs/benchmarks.md and the README's summary."""
+    BENCHMARKS_DOC.write_text(render(BENCHMARKS_DOC.read_text(encoding="utf-8"), names), encoding="utf-8")
+    README.write_text(render(README.read_text(encoding="utf-8"), ["summary"]), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def main(names: list[str] | None = None) -> int:
         print(f"== {name}: {'FAILED' if name in failed else 'done'} in {time.monotonic() - started:.1f}s", flush=True)
     ran = [name.removeprefix("bench.bench_") for name in names or BENCHMARKS if name not in failed]
     readme.update(ran)
-    print(f"README.md benchmark blocks refreshed: {', '.join(ran) or 'none'}", flush=True)
+    print(f"docs/benchmarks.md and README summary refreshed: {', '.join(ran) or 'none'}", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

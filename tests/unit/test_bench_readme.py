@@ -1,15 +1,21 @@
-"""The README's benchmark figures are the committed results files, copied by `make bench`."""
+"""The published benchmark figures are the committed results files, copied by `make bench`."""
 from bench import readme
 
 
-def test_readme_has_a_block_for_every_benchmark():
-    names = readme.names_in(readme.README.read_text(encoding="utf-8"))
+def test_benchmarks_doc_has_a_block_for_every_benchmark():
+    names = readme.names_in(readme.BENCHMARKS_DOC.read_text(encoding="utf-8"))
     assert names == ["decorator", "service", "operator"]
 
 
-def test_readme_blocks_equal_the_results_files():
+def test_benchmarks_doc_blocks_equal_the_results_files():
+    text = readme.BENCHMARKS_DOC.read_text(encoding="utf-8")
+    assert readme.render(text) == text, "docs/benchmarks.md blocks are stale: run `.venv/bin/python -m bench.readme`"
+
+
+def test_readme_summary_equals_the_results_files():
     text = readme.README.read_text(encoding="utf-8")
-    assert readme.render(text) == text, "README benchmark blocks are stale: run `.venv/bin/python -m bench.readme`"
+    assert readme.names_in(text) == ["summary"]
+    assert readme.render(text) == text, "README benchmark summary is stale: run `.venv/bin/python -m bench.readme`"
 
 
 def test_block_drops_the_title_and_demotes_headings(tmp_path):
