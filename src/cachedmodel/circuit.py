@@ -2,6 +2,7 @@
 
 closed --N consecutive failures--> open --reset interval passed--> half-open (one probe call)
 half-open --probe succeeds--> closed;  half-open --probe fails--> open again (new interval).
+A success while open (a call that started before it opened) changes nothing.
 A probe that never reports (its caller was cancelled mid-call) is replaced after another interval.
 
 While open, lookups are skipped at once, so a dead Redis does not add its timeout to every request.
@@ -50,11 +51,17 @@ class CircuitBreaker:
             return False
 
     def record_success(self) -> bool:
-        """Note a successful Redis call; returns True when this closes an open circuit (recovery)."""
+        """Note a successful Redis call; returns True when this closes the circuit (recovery).
+
+        Only a success in half-open state (the probe's) closes it: while open, a success is a call that
+        started before the circuit opened and says nothing about Redis now.
+        """
         if self.state == CLOSED and self.failures == 0:
             return False
         with self._lock:
-            recovered = self.state != CLOSED
+            if self.state == OPEN:
+                return False
+            recovered = self.state == HALF_OPEN
             self.state = CLOSED
             self.failures = 0
             self._probe_in_flight = False

@@ -81,3 +81,27 @@ def test_a_probe_that_never_reports_is_replaced_after_another_interval():
     assert breaker.allow()  # a new probe
     assert not breaker.allow()
     assert breaker.record_success() is True and breaker.state == CLOSED
+
+
+def test_a_late_success_does_not_close_an_open_circuit():
+    """A call that started before the circuit opened and succeeds afterwards says nothing about Redis
+    now: only the half-open probe may close the circuit."""
+    clock = Clock()
+    breaker = CircuitBreaker(1, 5.0, clock)
+    assert breaker.record_failure() is True
+    assert breaker.record_success() is False and breaker.state == OPEN
+    assert not breaker.allow()  # still skipping Redis
+    clock.now += 5
+    assert breaker.allow() and breaker.state == HALF_OPEN
+    assert breaker.record_success() is True and breaker.state == CLOSED
+
+
+def test_a_success_after_the_failed_probe_does_not_close_it():
+    clock = Clock()
+    breaker = CircuitBreaker(1, 5.0, clock)
+    breaker.record_failure()
+    clock.now += 5
+    breaker.allow()  # the probe is in flight
+    assert breaker.state == HALF_OPEN
+    breaker.record_failure()  # the probe failed: open for a new interval
+    assert breaker.record_success() is False and breaker.state == OPEN
