@@ -10,10 +10,14 @@ the operator only needs to watch and converge. Each worker:
     the Deployment's own status does not move);
   * on failure writes Ready=False/ReconcileError + a Warning event and retries with exponential
     backoff (never a hot loop); a spec change cuts the backoff short.
+Workers are supervised: no exception ends one (an API server that is away for a moment raises urllib3
+errors, not ApiException), and a task that dies anyway is replaced, so no CachedModel is orphaned.
+Every child kind is watched with a server-side label selector: the API server streams only our objects.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -41,6 +45,9 @@ CHILD_RESOURCES = [
     ("policy", "v1", "poddisruptionbudgets"),
 ]
 STATUS_KINDS = ("Deployment", "StatefulSet")
+# (group, plural) of everything watched besides CachedModels: the API server filters these by our label
+WATCHED_CHILDREN = frozenset((group, plural) for group, _, plural in CHILD_RESOURCES) | {("", "pods")}
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
 
 @dataclass
@@ -87,10 +94,12 @@ class Controller:
         if worker is None:
             worker = self.workers[key] = Worker(body=obj)
             worker.generation = meta.get("generation")
-            worker.task = asyncio.get_running_loop().create_task(self.run(key, worker), name=f"cachedmodel {key}")
+            self.start(key, worker)
             worker.wake.set()
             return
         worker.body = obj
+        if worker.task is not None and worker.task.done():  # belt and braces: the done callback normally did this
+            self.start(key, worker)
         if meta.get("generation") != worker.generation:
             worker.generation = meta.get("generation")
             worker.spec_changed.set()
@@ -123,8 +132,28 @@ class Controller:
         if worker is not None:
             worker.request(full=False)
 
+    # ---- supervision
+    def start(self, key: tuple[str, str], worker: Worker) -> None:
+        """Run the worker's loop as a task whose unexpected end is noticed (see _task_done)."""
+        task = asyncio.get_running_loop().create_task(self.run(key, worker), name=f"cachedmodel {key}")
+        task.add_done_callback(functools.partial(self._task_done, key, worker))
+        worker.task = task
+
+    def _task_done(self, key: tuple[str, str], worker: Worker, task: asyncio.Task) -> None:
+        """A worker only ends by cancellation (deletion, shutdown); one that died is logged and replaced,
+        with a full reconcile after the usual backoff (run() backs off first when failures > 0)."""
+        if task.cancelled() or self.workers.get(key) is not worker or worker.task is not task:
+            return
+        error = task.exception()
+        worker.failures += 1
+        worker.full = True
+        log.error("CachedModel %s/%s worker ended (%s): starting a new one", *key,
+                  _describe(error) if error else "returned", exc_info=error)
+        self.start(key, worker)
+
     # ---- the loop
     async def run(self, key: tuple[str, str], worker: Worker) -> None:
+        """Converge until cancelled; any exception is logged and retried after a backoff."""
         while True:
             if worker.failures:
                 delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (worker.failures - 1)) * random.uniform(0.9, 1.1)
@@ -133,24 +162,36 @@ class Controller:
                 if not await _wait(worker.wake, RESYNC_SECONDS):
                     worker.full = True
                 await asyncio.sleep(DEBOUNCE_SECONDS)
-            worker.wake.clear()
-            worker.spec_changed.clear()
-            full, worker.full = worker.full or bool(worker.failures), False
-            body = worker.body
             try:
-                await asyncio.to_thread(reconcile, self.kube_client(), body, worker.memory, full)
-                if worker.failures:
-                    log.info("CachedModel %s/%s reconciled again after %d failure(s)", *key, worker.failures)
-                worker.failures, worker.last_error = 0, None
+                await self._cycle(key, worker)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # every failure becomes status + event + backoff
+            except Exception:  # a bug or an API outage outside reconcile (reporting): back off, never die
                 worker.failures += 1
-                message = _describe(error)
-                log.warning("CachedModel %s/%s reconcile failed (attempt %d): %s", *key, worker.failures, message)
-                await asyncio.to_thread(self._report, body, worker, message)
+                worker.full = True
+                log.exception("CachedModel %s/%s: unexpected worker error (attempt %d)", *key, worker.failures)
+
+    async def _cycle(self, key: tuple[str, str], worker: Worker) -> None:
+        """One reconcile (full or status only); a failure becomes status + event + backoff."""
+        worker.wake.clear()
+        worker.spec_changed.clear()
+        full, worker.full = worker.full or bool(worker.failures), False
+        body = worker.body
+        try:
+            await asyncio.to_thread(reconcile, self.kube_client(), body, worker.memory, full)
+            if worker.failures:
+                log.info("CachedModel %s/%s reconciled again after %d failure(s)", *key, worker.failures)
+            worker.failures, worker.last_error = 0, None
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # every failure becomes status + event + backoff
+            worker.failures += 1
+            message = _describe(error)
+            log.warning("CachedModel %s/%s reconcile failed (attempt %d): %s", *key, worker.failures, message)
+            await asyncio.to_thread(self._report, body, worker, message)
 
     def _report(self, body: dict, worker: Worker, message: str) -> None:
+        """Warning event and error status, both best effort: the API may be what is failing."""
         kube = self.kube_client()
         if message != worker.last_error or worker.failures in (1, 5, 10) or worker.failures % 20 == 0:
             kube.warn(body, "ReconcileError", message)
@@ -196,8 +237,9 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
-        # pods are many: have the API server send only ours (kopf's handler label filter is client-side)
-        settings.watching.label_selectors[_is_pods] = f"{LABEL_MANAGED_BY}={MANAGER}"
+        # kopf's handler `labels=` filter is client-side only: without this the API server would stream
+        # every ConfigMap, Service, Deployment ... of the cluster to the operator
+        settings.watching.label_selectors[_is_child] = CHILD_SELECTOR
 
     @kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, registry=registry)
     async def cachedmodel_event(event, **_):
@@ -212,8 +254,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
         controller.on_pod(event.get("type"), event["object"])
 
 
-def _is_pods(resource) -> bool:
-    return resource.group == "" and resource.plural == "pods"
+def _is_child(resource) -> bool:
+    return (resource.group, resource.plural) in WATCHED_CHILDREN
 
 
 def _child_handler(controller: Controller):

@@ -143,5 +143,6 @@ class Kube:
         }
         try:
             self._call("POST", self.path("Event", meta["namespace"]), body=event)
-        except ApiException as error:  # pragma: no cover - only logged
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], error.reason)
+        except Exception as error:  # ApiException, or urllib3's MaxRetryError while the API server is away
+            detail = error.reason if isinstance(error, ApiException) else f"{type(error).__name__}: {error}"
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], detail)
