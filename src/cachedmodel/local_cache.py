@@ -1,50 +1,42 @@
-"""The in-process tier: a bounded LRU map whose entries also expire after a TTL.
+"""The in-process tier: a bounded LRU map whose entries also expire after a TTL (cachetools.TTLCache).
 
 Hot keys are answered without a network round trip. Entries are per process, so the TTL bounds how
 long a process can serve a value that was removed from Redis (the shared tier stays the reference).
+cachetools caches are not thread-safe (a get reorders the LRU links), hence the lock.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Callable
+
+from cachetools import TTLCache
 
 
 class LocalCache:
     def __init__(self, max_entries: int, ttl_seconds: float, clock: Callable[[], float] = time.monotonic):
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
-        if ttl_seconds <= 0:
+        if not ttl_seconds > 0:
             raise ValueError("ttl_seconds must be > 0")
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl_seconds, timer=clock)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any | None:
-        """The value, or None when absent or expired (expired entries are dropped)."""
+        """The value, or None when absent or expired."""
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= self._clock():
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry[1]
+            return self._entries.get(key)  # TTLCache drops expired entries on the next write or len()
 
     def put(self, key: str, value: Any) -> None:
         with self._lock:
-            self._entries[key] = (self._clock() + self.ttl_seconds, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._entries[key] = value  # also refreshes the TTL and makes it the most recently used
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)

@@ -47,3 +47,30 @@ def test_invalid_bounds():
         LocalCache(0, 1)
     with pytest.raises(ValueError):
         LocalCache(1, 0)
+
+
+def test_threads_hammering_one_cache_see_no_errors_and_the_bound_holds():
+    """cachetools caches are not thread-safe on their own: a get reorders the LRU links."""
+    import threading
+
+    cache = LocalCache(50, 60)
+    failures = []
+
+    def work(offset):
+        try:
+            for index in range(3000):
+                key = f"k{(index * 7 + offset) % 200}"
+                cache.put(key, index)
+                cache.get(f"k{(index + offset) % 200}")
+        except Exception as error:  # noqa: BLE001
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(offset,)) for offset in range(8)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    assert not failures and len(cache) <= 50
+
+
+def test_ttl_must_be_a_finite_positive_number():
+    with pytest.raises(ValueError):
+        LocalCache(1, float("nan"))
