@@ -26,6 +26,18 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml operator/pyproject.toml
 	$(PIP) check
 	touch $@
 
+# The demo's own venv: requirements/demo.lock (the model service's runtime + an HTTP client), no test
+# or Kubernetes packages.
+DEMO_VENV := .venv-demo
+DEMO_PY := $(DEMO_VENV)/bin/python
+$(DEMO_VENV)/.installed: requirements/demo.lock pyproject.toml examples/pyproject.toml
+	rm -rf $(DEMO_VENV)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/demo.lock
+	$(DEMO_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . -e ./examples
+	$(DEMO_VENV)/bin/pip check
+	touch $@
+
 venv: $(VENV)/.installed ## only the locked .venv (no apt, no model): what `make test-unit` needs
 
 lock: $(VENV)/.installed ## re-resolve requirements/*.lock from requirements/dev.in (UPGRADE=1 moves every pin)
@@ -45,8 +57,11 @@ wrk: ## install Debian's wrk (HTTP load generator for bench/bench_service.py) wh
 # The example model's artifact: trained from the hash-checked `insurance` wheel (fetched from PyPI).
 MODEL_ARTIFACT := examples/insurance_charges_model/model_files/insurance_charges_model-0.1.0.joblib
 MODEL_SOURCES := $(addprefix examples/insurance_charges_model/,__init__.py data.py features.py train.py data-requirements.txt)
-$(MODEL_ARTIFACT): $(VENV)/.installed $(MODEL_SOURCES)
-	$(PY) -m insurance_charges_model.train
+# Trained with the dev venv, or with the demo's when `make demo` asks (TRAIN_VENV).
+TRAIN_VENV ?= $(VENV)
+$(MODEL_ARTIFACT): | $(TRAIN_VENV)/.installed
+$(MODEL_ARTIFACT): $(MODEL_SOURCES)
+	$(TRAIN_VENV)/bin/python -m insurance_charges_model.train
 
 model: $(MODEL_ARTIFACT) ## train the example model (fixed seed) into examples/insurance_charges_model/model_files/
 
@@ -75,9 +90,10 @@ bench: setup tools ## benchmarks; results in bench/results/*.json and *.md
 	$(PY) -m bench.run_all
 
 # ---------------------------------------------------------------- demo
-# not `setup`: the demo needs no wrk (a load generator only the benchmarks use)
-demo: $(VENV)/.installed redis-server model ## start redis + the model service, send a workload, print the latency/hit table, stop all
-	$(PY) -m scripts.demo
+# not `setup`: the demo installs only what it runs (its own venv, redis-server, the trained model)
+demo: $(DEMO_VENV)/.installed redis-server ## start redis + the model service, send a workload, print the latency/hit table, stop all
+	@$(MAKE) --no-print-directory TRAIN_VENV=$(DEMO_VENV) $(MODEL_ARTIFACT)
+	$(DEMO_PY) -m scripts.demo
 
 # ---------------------------------------------------------------- kubernetes tools
 tools: ## build etcd, kube-*, kwok, kubectl and helm into $(TOOLS_CACHE) (cached by version)
@@ -98,4 +114,4 @@ kind-e2e: setup ## kind cluster, images, helm install, CachedModel, real traffic
 	bash scripts/kind-e2e.sh
 
 clean: ## remove the venv and caches (not the tools cache)
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .hypothesis

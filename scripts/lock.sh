@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-resolve every Python lock file (`make lock`): requirements/dev.lock from requirements/dev.in,
-# then the images' locks as subsets of it (constrained by dev.lock, so an image installs exactly the
+# then the images' and the demo's locks as subsets of it (constrained by dev.lock, so an image installs exactly the
 # versions and files the tests ran). UPGRADE=1 lets uv move every pin to the newest allowed version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +11,11 @@ if [[ "${UPGRADE:-0}" == 1 ]]; then common+=(--upgrade); fi
 "$UV" pip compile "${common[@]}" requirements/dev.in -o requirements/dev.lock
 "$UV" pip compile "${common[@]}" -c requirements/dev.lock --extra service \
     pyproject.toml examples/pyproject.toml requirements/build.in -o requirements/model-service.lock
+"$UV" pip compile "${common[@]}" -c requirements/dev.lock --extra service \
+    pyproject.toml examples/pyproject.toml requirements/demo.in -o requirements/demo.lock
 "$UV" pip compile "${common[@]}" -c requirements/dev.lock \
     operator/pyproject.toml requirements/build.in -o requirements/operator.lock
 echo "locked: $(grep -c '^[a-z]' requirements/dev.lock) packages in dev.lock," \
      "$(grep -c '^[a-z]' requirements/model-service.lock) in model-service.lock," \
-     "$(grep -c '^[a-z]' requirements/operator.lock) in operator.lock"
+     "$(grep -c '^[a-z]' requirements/operator.lock) in operator.lock," \
+     "$(grep -c '^[a-z]' requirements/demo.lock) in demo.lock"

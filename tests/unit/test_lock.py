@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "requirements"
 IMAGE_LOCKS = {"model-service": LOCKS / "model-service.lock", "operator": LOCKS / "operator.lock"}
+DEMO_LOCK = LOCKS / "demo.lock"
 PROJECT_PACKAGES = {"cachedmodel", "cachedmodel-operator", "insurance-charges-model"}
 
 
@@ -55,10 +56,10 @@ def test_dev_lock_pins_every_direct_dev_requirement_at_its_pin():
             f"{name}: dev.lock has {DEV[name][0]}, dev.in asks {requirement.specifier}: run `make lock`"
 
 
-@pytest.mark.parametrize("image", sorted(IMAGE_LOCKS))
-def test_image_lock_is_a_subset_of_the_dev_lock(image):
-    """Same version and the same files: an image runs exactly what the tests ran."""
-    for name, (version, hashes) in read_lock(IMAGE_LOCKS[image]).items():
+@pytest.mark.parametrize("image", [*sorted(IMAGE_LOCKS), "demo"])
+def test_image_and_demo_locks_are_subsets_of_the_dev_lock(image):
+    """Same version and the same files: an image (and the demo) runs exactly what the tests ran."""
+    for name, (version, hashes) in read_lock(IMAGE_LOCKS.get(image, DEMO_LOCK)).items():
         assert name in DEV, f"{image}.lock has {name}, which the dev environment never tested"
         assert (version, hashes) == DEV[name], f"{image}.lock pins {name} differently from dev.lock"
 
@@ -98,6 +99,13 @@ def test_model_service_lock_is_exactly_the_runtime_closure():
     needed = _closure(_project_dependencies(ROOT / "pyproject.toml", "service")
                       + _project_dependencies(ROOT / "examples" / "pyproject.toml"), set())
     assert set(read_lock(IMAGE_LOCKS["model-service"])) == needed | _build_closure(), "run `make lock`"
+
+
+def test_demo_lock_is_the_service_runtime_plus_its_http_client():
+    needed = _closure(_project_dependencies(ROOT / "pyproject.toml", "service")
+                      + _project_dependencies(ROOT / "examples" / "pyproject.toml") + ["httpx"], set())
+    assert set(read_lock(DEMO_LOCK)) == needed | _build_closure(), "run `make lock`"
+    assert not {"pytest", "kopf", "kubernetes", "hypothesis"} & set(read_lock(DEMO_LOCK))
 
 
 def test_operator_lock_is_exactly_the_runtime_closure():
