@@ -1,12 +1,19 @@
 """The Redis backend: the only module of the library that imports `redis`.
 
-Sync SETs use a thread-safe redis-py client (connection pool). Sync GETs, the hot path of every
-cache hit, go straight to redis-py Connection objects (same hiredis parser, same socket options)
-kept in a lock-free deque: redis-py's per-command wrapper (pool checkout with a readiness poll,
-retry and observability hooks) costs more than the rest of a hit. Async calls use a redis.asyncio
-client created lazily per event loop (asyncio connections cannot cross loops). Retries are off and
-timeouts short: the decorator's circuit breaker, not redis-py, decides when to try again. Every
-redis-py failure is translated into CacheBackendError with a `kind` for metrics.
+Sync calls (GET, the hot path of every cache hit, SET and PING) go straight to redis-py Connection
+objects (same hiredis parser, same socket options) kept in a lock-free deque: redis-py's per-command
+wrapper (pool checkout with a readiness poll, retry and observability hooks) costs more than the rest
+of a hit. The deque is only a fast lane in front of a redis-py BlockingConnectionPool, which creates
+every connection, so at most `max_connections` exist; when all are busy a caller waits up to
+`pool_timeout` in that pool and then gets PoolExhaustedError (kind "pool_exhausted": a bypass, never a
+circuit-breaker failure, since Redis was not even asked). Async calls use a redis.asyncio client per
+event loop (asyncio connections cannot cross loops) on its own bounded, blocking pool.
+
+Timeouts are short and never retried: the decorator's circuit breaker decides when to try again. The
+one retry is for a connection error on a socket that was already open (Redis restarted and closed it):
+the call is repeated once on a fresh connection, so a restart is not counted as a failure.
+Every redis-py failure is translated into CacheBackendError with a `kind` for metrics, and no message
+carries a credential.
 """
 from __future__ import annotations
 
@@ -21,23 +28,55 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cachedmodel.options import CacheOptions
+from cachedmodel.options import CacheOptions, ConfigurationError, scrub, secrets_of
 
 # kinds after which the server is unreachable or unusable for us: these open the circuit breaker
 BREAKER_KINDS = frozenset({"connection", "timeout", "auth", "other"})
+# kinds where Redis was not asked at all: neither a failure nor a success for the circuit breaker
+BYPASS_KINDS = frozenset({"pool_exhausted"})
+
+_NO_CONNECTION = "No connection available."  # what redis-py's BlockingConnectionPools raise on timeout
 
 
 class CacheBackendError(Exception):
-    """A Redis call failed; `kind` is one of the metrics' error kinds."""
+    """A Redis call failed or was skipped; `kind` is one of the metrics' error kinds or bypass reasons."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
         self.trips_breaker = kind in BREAKER_KINDS
+        self.bypass = kind in BYPASS_KINDS
+
+
+class PoolExhaustedError(redis.exceptions.MaxConnectionsError):
+    """Every pooled connection stayed busy for pool_timeout. redis-py's blocking pools raise a plain
+    ConnectionError instead, which would read as a dead Redis and open the circuit."""
+
+
+class _BlockingPool(redis.BlockingConnectionPool):
+    def get_connection(self, *args, **kwargs):
+        try:
+            return super().get_connection(*args, **kwargs)
+        except redis.exceptions.ConnectionError as error:
+            if str(error) == _NO_CONNECTION:
+                raise PoolExhaustedError(f"all {self.max_connections} connections busy for {self.timeout}s") from None
+            raise
+
+
+class _AsyncBlockingPool(redis.asyncio.BlockingConnectionPool):
+    async def get_connection(self, *args, **kwargs):
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except redis.exceptions.ConnectionError as error:
+            if str(error) == _NO_CONNECTION:
+                raise PoolExhaustedError(f"all {self.max_connections} connections busy for {self.timeout}s") from None
+            raise
 
 
 def classify(error: BaseException) -> str:
     """Map a redis-py (or socket) exception to an error kind."""
+    if isinstance(error, redis.exceptions.MaxConnectionsError):
+        return "pool_exhausted"
     if isinstance(error, (redis.exceptions.TimeoutError, TimeoutError, asyncio.TimeoutError)):
         return "timeout"
     if isinstance(error, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
@@ -52,92 +91,134 @@ def classify(error: BaseException) -> str:
     return "other"
 
 
-def _wrap(error: BaseException) -> CacheBackendError:
-    return CacheBackendError(classify(error), f"{type(error).__name__}: {error}")
-
-
 class RedisBackend:
     """get/set of raw bytes under string keys, sync and async, errors as CacheBackendError."""
 
     def __init__(self, options: CacheOptions):
         self.options = options
-        self._client = self._make_client(redis.Redis, Retry(NoBackoff(), 0))
-        pool = self._client.connection_pool
-        self._connection_class = pool.connection_class
-        self._connection_kwargs = dict(pool.connection_kwargs)
+        self._secrets = secrets_of(options.url, options.password)
+        self._pool = self._make_pool(_BlockingPool, Retry(NoBackoff(), 0))
         self._idle: collections.deque = collections.deque()  # append/pop are atomic: no lock needed
+        self._busy: set = set()  # checked-out connections (set.add/discard are atomic too)
+        self._waiting = 0  # callers waiting in the pool for a connection (changed under _waiting_lock)
+        self._waiting_lock = threading.Lock()
         self._pid = os.getpid()
         # loop -> its client. Not a WeakKeyDictionary: the client's streams reference their loop, so
         # entries would never go away; clients of closed loops are dropped when a new loop asks instead.
         self._async_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
         self._async_lock = threading.Lock()
 
-    def _make_client(self, client_class, retry):
+    def _make_pool(self, pool_class, retry):
         options = self.options
         kwargs = dict(socket_timeout=options.socket_timeout, socket_connect_timeout=options.socket_connect_timeout,
-                      retry=retry, max_connections=options.max_connections)
+                      retry=retry, max_connections=options.max_connections, timeout=options.pool_timeout)
         if options.username:
             kwargs["username"] = options.username
         if options.password:
             kwargs["password"] = options.password  # a password inside the URL takes precedence (redis-py)
-        if options.url:
-            if options.ssl_ca_certs:
-                kwargs["ssl_ca_certs"] = options.ssl_ca_certs
-            return client_class.from_url(options.url, **kwargs)
-        return client_class(host=options.host, port=options.port, db=options.database, **kwargs)
+        try:
+            if options.url:
+                if options.ssl_ca_certs:
+                    kwargs["ssl_ca_certs"] = options.ssl_ca_certs
+                return pool_class.from_url(options.url, **kwargs)
+            return pool_class(host=options.host, port=options.port, db=options.database, **kwargs)
+        except (TypeError, ValueError) as error:  # e.g. a bad ?argument in the URL
+            raise ConfigurationError(scrub(f"option 'url': {error}", self._secrets)) from None
 
     @property
     def describe(self) -> str:
         """Where Redis is, without credentials, for log messages."""
         if self.options.url:
-            kwargs = self._client.connection_pool.connection_kwargs
+            kwargs = self._pool.connection_kwargs
             if "path" in kwargs:
                 return f"unix://{kwargs['path']}"
             return f"{self.options.url.split('://')[0]}://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
         return f"redis://{self.options.host}:{self.options.port}/{self.options.database}"
 
+    @property
+    def in_use(self) -> int:
+        """Sync connections checked out by a call right now (at most max_connections)."""
+        return len(self._busy)
+
+    def _wrap(self, error: BaseException) -> CacheBackendError:
+        return CacheBackendError(classify(error), scrub(f"{type(error).__name__}: {error}", self._secrets))
+
     # ---------------------------------------------------------------- sync
-    def get(self, key: bytes | str) -> bytes | None:
+    def _checkout(self):
         if self._pid != os.getpid():  # forked: never share the parent's sockets (drop, don't close them)
-            self._idle, self._pid = collections.deque(), os.getpid()
-        idle = self._idle
+            self._idle, self._busy, self._pid = collections.deque(), set(), os.getpid()
         try:
-            connection = idle.pop()
+            connection = self._idle.pop()
         except IndexError:
-            connection = self._connection_class(**self._connection_kwargs)  # connects on first send
+            connection = self._checkout_slow()
+        self._busy.add(connection)
+        return connection
+
+    def _checkout_slow(self):
+        """No idle connection: make one, or wait pool_timeout for one (the pool bounds their number)."""
+        with self._waiting_lock:
+            self._waiting += 1
         try:
-            connection.send_command("GET", key)
-            value = connection.read_response()
+            try:
+                return self._idle.pop()  # checked in while we registered as waiting
+            except IndexError:
+                return self._pool.get_connection()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _checkin(self, connection) -> None:
+        self._busy.discard(connection)
+        self._idle.append(connection)
+        if self._waiting:  # someone waits inside the pool: hand it an idle connection through the pool
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return
+            self._pool.release(connection)
+
+    def _execute(self, *args):
+        try:
+            connection = self._checkout()
+        except Exception as error:  # noqa: BLE001 - exhausted pool, or a new connection could not connect
+            raise self._wrap(error) from error
+        try:
+            reused = connection.is_connected
+            try:
+                connection.send_command(*args)
+                return connection.read_response()
+            except redis.exceptions.ConnectionError as error:
+                if not reused or classify(error) != "connection":
+                    raise
+                connection.disconnect()  # a socket Redis closed (restart): once more, on a fresh one
+                connection.send_command(*args)
+                return connection.read_response()
         except Exception as error:  # noqa: BLE001 - every failure becomes a counted cache error
             connection.disconnect()
-            idle.append(connection)
-            kind = classify(error)
-            if kind in ("connection", "timeout"):
+            if classify(error) in ("connection", "timeout"):
                 self._disconnect_idle()  # a restarted server left every idle socket stale
-            raise CacheBackendError(kind, f"{type(error).__name__}: {error}") from error
-        idle.append(connection)
-        return value
+            raise self._wrap(error) from error
+        finally:
+            self._checkin(connection)
 
     def _disconnect_idle(self) -> None:
         for connection in list(self._idle):
             connection.disconnect()
 
+    def get(self, key: bytes | str) -> bytes | None:
+        return self._execute("GET", key)
+
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        try:
-            if ttl_seconds is None:
-                self._client.set(key, value)
-            elif float(ttl_seconds).is_integer():
-                self._client.set(key, value, ex=int(ttl_seconds))
-            else:
-                self._client.set(key, value, px=max(1, int(ttl_seconds * 1000)))
-        except Exception as error:  # noqa: BLE001
-            raise _wrap(error) from error
+        if ttl_seconds is None:
+            self._execute("SET", key, value)
+        elif float(ttl_seconds).is_integer():
+            self._execute("SET", key, value, "EX", int(ttl_seconds))
+        else:
+            self._execute("SET", key, value, "PX", max(1, int(ttl_seconds * 1000)))
 
     def ping(self) -> bool:
-        try:
-            return bool(self._client.ping())
-        except Exception as error:  # noqa: BLE001
-            raise _wrap(error) from error
+        self._execute("PING")
+        return True
 
     # ---------------------------------------------------------------- async
     def _async_client(self) -> "redis.asyncio.Redis":
@@ -149,7 +230,9 @@ class RedisBackend:
                 if client is None:
                     for ended in [old for old in self._async_clients if old.is_closed()]:
                         del self._async_clients[ended]  # its loop ended without aclose(): free its sockets
-                    client = self._make_client(redis.asyncio.Redis, AsyncRetry(NoBackoff(), 0))
+                    # one retry, for connection errors only (a socket closed by a restarted Redis)
+                    retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+                    client = redis.asyncio.Redis.from_pool(self._make_pool(_AsyncBlockingPool, retry))
                     self._async_clients[loop] = client
         return client
 
@@ -157,7 +240,7 @@ class RedisBackend:
         try:
             return await self._async_client().get(key)
         except Exception as error:  # noqa: BLE001
-            raise _wrap(error) from error
+            raise self._wrap(error) from error
 
     async def aclose(self) -> None:
         """Close the current loop's async client (call before the loop ends, e.g. in app shutdown)."""
@@ -169,4 +252,4 @@ class RedisBackend:
 
     def close(self) -> None:
         self._disconnect_idle()
-        self._client.close()
+        self._pool.disconnect()

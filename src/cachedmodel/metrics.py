@@ -25,10 +25,15 @@ LOOKUP_SECONDS = Histogram("cachedmodel_cache_lookup_seconds", "Latency of Redis
                                                0.05, 0.1, 0.25, 0.5, 1.0))
 CIRCUIT_OPEN = Gauge("cachedmodel_circuit_breaker_open", "1 while Redis calls are skipped after repeated failures.",
                      ["model"])
+BYPASSES = Counter("cachedmodel_cache_bypasses",
+                   "Lookups or stores skipped without asking Redis, by reason (pool_exhausted: every connection "
+                   "of max_connections stayed busy for pool_timeout). Not failures: the circuit is unaffected.",
+                   ["model", "reason"])
 SHARED = Counter("cachedmodel_singleflight_shared",
                  "Predictions that waited for a concurrent identical miss instead of calling the model.", ["model"])
 
 ERROR_KINDS = ("connection", "timeout", "oom", "response", "auth", "decode", "encode", "other")
+BYPASS_REASONS = ("pool_exhausted",)
 
 
 class ModelMetrics:
@@ -43,6 +48,7 @@ class ModelMetrics:
         self.circuit_open = CIRCUIT_OPEN.labels(model=model)
         self.shared = SHARED.labels(model=model)
         self.errors = {kind: ERRORS.labels(model=model, kind=kind) for kind in ERROR_KINDS}
+        self.bypasses = {reason: BYPASSES.labels(model=model, reason=reason) for reason in BYPASS_REASONS}
 
 
 class BurstLogger:

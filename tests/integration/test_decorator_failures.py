@@ -191,3 +191,234 @@ def test_a_cancelled_async_probe_does_not_keep_the_cache_off(redis_server):
                                                           tier="redis") > hits,
                timeout=10, interval=0.05, what="cache hits after the cancelled probe")
     assert decorator.circuit_state == "closed"
+
+
+# ---------------------------------------------------------------- bounded pools (issue 9)
+def bypasses(model, reason="pool_exhausted"):
+    return metric("cachedmodel_cache_bypasses_total", model=model, reason=reason)
+
+
+def all_errors(model):
+    return sum(errors(model, kind) for kind in ("connection", "timeout", "oom", "response", "auth", "decode",
+                                                "encode", "other"))
+
+
+def clients(server) -> int:
+    """Connections the server has open, not counting the one asking."""
+    with redis.Redis(port=server.port) as admin:
+        return len(admin.client_list()) - 1
+
+
+def run_threads(count, target):
+    barrier = threading.Barrier(count)
+    failures = []
+
+    def run(index):
+        try:
+            barrier.wait(10)
+            target(index)
+        except Exception as error:  # noqa: BLE001
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    [thread.start() for thread in threads]
+    [thread.join(30) for thread in threads]
+    assert not failures, failures
+
+
+def test_a_thread_burst_bigger_than_the_pool_waits_for_a_connection_and_never_opens_the_circuit(redis_server):
+    """max_connections bounds every sync connection (GETs and SETs); a full pool waits briefly for a free
+    connection: it is not a Redis failure (it used to count as a connection error and open the circuit)."""
+    name = "sync_pool_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, max_connections=2, pool_timeout=2.0)
+    inputs = [sample_input(age=20 + i) for i in range(10)]
+
+    def work(index):
+        for round_ in range(25):
+            data = inputs[(index + round_) % 10]
+            assert decorator.predict(data) == model.predict(data)
+
+    run_threads(8, work)
+    assert all_errors(name) == 0 and bypasses(name) == 0
+    assert decorator.circuit_state == "closed"
+    assert metric("cachedmodel_cache_hits_total", model=name, tier="redis") > 0
+    assert clients(redis_server) <= 2
+    decorator.close()
+
+
+def test_an_async_burst_bigger_than_the_pool_waits_for_a_connection(redis_server):
+    """The redis.asyncio pool is bounded too (it grew to 110 connections after a burst) and waits."""
+    import asyncio
+
+    name = "async_pool_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, max_connections=3, pool_timeout=2.0)
+    data = sample_input()
+    decorator.predict(data)  # stored, over one sync connection
+    sync_connections = clients(redis_server)
+
+    async def burst():
+        try:
+            return await asyncio.gather(*(decorator.aget_cached(data) for _ in range(60)))
+        finally:
+            await decorator.aclose()
+
+    outputs = asyncio.run(burst())
+    assert all(output == model.predict(data) for output in outputs)
+    assert all_errors(name) == 0 and bypasses(name) == 0 and decorator.circuit_state == "closed"
+    assert metric("cachedmodel_cache_hits_total", model=name, tier="redis") == 60
+    decorator.close()
+    del sync_connections
+
+
+def test_an_exhausted_pool_is_a_counted_bypass_and_never_trips_the_breaker(redis_server):
+    """While the only connection is busy (Redis paused), other requests wait pool_timeout, then answer
+    from the model without a Redis call: counted as bypasses, not failures; the circuit stays closed."""
+    name = "exhausted_pool_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, max_connections=1, pool_timeout=0.05,
+                                      socket_timeout=1.0, circuit_breaker_failures=2, circuit_breaker_reset_seconds=30)
+    decorator.predict(sample_input())  # the one connection is open before the pause
+    holder = threading.Thread(target=decorator.predict, args=(sample_input(age=60),))
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        try:
+            holder.start()  # its GET waits for the pause: it holds the only connection
+            wait_until(lambda: decorator._backend.in_use == 1, timeout=5, interval=0.005, what="GET in flight")
+            started = time.perf_counter()
+            for age in range(20, 25):
+                assert decorator.predict(sample_input(age=age)) == model.predict(sample_input(age=age))
+            elapsed = time.perf_counter() - started
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+    holder.join(10)
+    assert bypasses(name) == 5
+    assert errors(name, "connection") == 0 and errors(name, "timeout") <= 1  # only the holder's own GET
+    assert decorator.circuit_state == "closed"
+    assert elapsed < 0.9, elapsed  # five short waits, no socket timeouts
+    decorator.close()
+
+
+def test_an_exhausted_async_pool_is_a_counted_bypass(redis_server):
+    import asyncio
+
+    name = "exhausted_async_pool_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, max_connections=1, pool_timeout=0.05,
+                                      circuit_breaker_failures=1, circuit_breaker_reset_seconds=30)
+    data = sample_input()
+    decorator.predict(data)
+
+    async def lookups():
+        pool = decorator._backend._async_client().connection_pool
+        held = await pool.get_connection()  # the only async connection is busy
+        try:
+            missed = await decorator.aget_cached(data)
+        finally:
+            await pool.release(held)
+        try:
+            return missed, await decorator.aget_cached(data)
+        finally:
+            await decorator.aclose()
+
+    missed, hit = asyncio.run(lookups())
+    assert missed is None and hit == model.predict(data)
+    assert bypasses(name) == 1 and all_errors(name) == 0 and decorator.circuit_state == "closed"
+    decorator.close()
+
+
+# ---------------------------------------------------------------- clean restart (issue 9)
+def clean_restart(server):
+    """SIGTERM (Redis closes every client socket on the way out), then the same port again, empty."""
+    server.process.terminate()
+    server.process.wait(timeout=10)
+    server.start()
+
+
+def test_a_clean_restart_does_not_count_dead_pooled_sockets_as_failures(redis_server):
+    """A failure on a reused connection is retried once on a fresh one: the server is back, nothing failed."""
+    name = "clean_restart_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, circuit_breaker_failures=1,
+                                      circuit_breaker_reset_seconds=30,
+                                      single_flight=False)  # no lingering result from before the restart
+    data = sample_input()
+    decorator.predict(data), decorator.predict(data)
+    assert metric("cachedmodel_cache_hits_total", model=name, tier="redis") == 1
+    clean_restart(redis_server)
+    assert decorator.predict(data) == model.predict(data)  # a miss: the new server is empty
+    assert all_errors(name) == 0 and decorator.circuit_state == "closed"
+    decorator.predict(data)
+    assert metric("cachedmodel_cache_hits_total", model=name, tier="redis") == 2  # and the SET worked
+    decorator.close()
+
+
+def test_a_clean_restart_under_concurrent_requests_keeps_the_circuit_closed(redis_server):
+    """The reported case: 4 concurrent requests on 4 pooled sockets after a restart gave 3 errors and an
+    open circuit."""
+    name = "clean_restart_concurrent_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, circuit_breaker_failures=3,
+                                      circuit_breaker_reset_seconds=30)
+    inputs = [sample_input(age=20 + i) for i in range(4)]
+
+    def four_pooled_connections():
+        run_threads(4, lambda index: [decorator.predict(inputs[index]) for _ in range(20)])
+        return len(decorator._backend._idle) >= 4
+
+    wait_until(four_pooled_connections, timeout=20, interval=0, what="4 pooled connections")
+    clean_restart(redis_server)
+    run_threads(4, lambda index: decorator.predict(inputs[index]))
+    assert all_errors(name) == 0 and decorator.circuit_state == "closed"
+    decorator.close()
+
+
+def test_a_clean_restart_does_not_fail_async_lookups(redis_server):
+    import asyncio
+
+    name = "clean_restart_async_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    decorator = RedisCachingDecorator(model, url=redis_server.url, circuit_breaker_failures=1,
+                                      circuit_breaker_reset_seconds=30)
+    data = sample_input()
+    decorator.predict(data)
+
+    async def around_a_restart():
+        try:
+            before = await asyncio.gather(*(decorator.aget_cached(data) for _ in range(4)))
+            await asyncio.get_running_loop().run_in_executor(None, clean_restart, redis_server)
+            after = await asyncio.gather(*(decorator.aget_cached(data) for _ in range(4)))
+            return before, after
+        finally:
+            await decorator.aclose()
+
+    before, after = asyncio.run(around_a_restart())
+    assert all(output is not None for output in before) and after == [None] * 4  # empty after the restart
+    assert all_errors(name) == 0 and decorator.circuit_state == "closed"
+    decorator.close()
+
+
+# ---------------------------------------------------------------- no secrets (issue 9)
+def test_no_password_in_logs_errors_or_reprs(redis_server_factory, caplog):
+    secret = "wr0ng-hunter2-pw"
+    server = redis_server_factory(password="right-password")
+    name = "secret_model"
+    url = f"redis://admin:{secret}@127.0.0.1:{server.port}/0"
+    caplog.set_level("DEBUG")
+    decorator = RedisCachingDecorator(InsuranceLikeModel(qualified_name=name), url=url, password=secret,
+                                      circuit_breaker_failures=1)
+    for age in range(20, 23):
+        decorator.predict(sample_input(age=age))
+    assert errors(name, "auth") >= 1 and decorator.circuit_state == "open"
+    shown = [caplog.text, repr(decorator), repr(decorator.options), str(decorator.options)]
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - whatever it is, its message is clean
+        RedisCachingDecorator(url=url.replace("/0", "/zero"))
+    shown.append(str(caught.value))
+    try:
+        decorator._backend.ping()
+    except Exception as error:  # noqa: BLE001
+        shown.append(str(error))
+    for text in shown:
+        assert secret not in text, text
+    decorator.close()
