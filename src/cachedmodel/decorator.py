@@ -240,7 +240,7 @@ class RedisCachingDecorator(MLModelDecorator):
         except CacheBackendError as error:
             metrics.lookup_seconds.observe(_perf_counter() - started)
             self._backend_failed(error)
-            return _UNREACHABLE if error.trips_breaker else None
+            return _UNREACHABLE if error.trips_breaker or error.bypass else None
         metrics.lookup_seconds.observe(_perf_counter() - started)
         return self._from_redis(key, stored)
 
@@ -297,6 +297,9 @@ class RedisCachingDecorator(MLModelDecorator):
             logger.warning("cache error (%s) before a model was set: %s", kind, message)
 
     def _backend_failed(self, error: CacheBackendError) -> None:
+        if error.bypass:  # Redis was not asked (every pooled connection busy): counted, not a failure
+            self._metrics.bypasses[error.kind].inc()
+            return
         self._count_error(error.kind, f"{self._backend.describe}: {error}")
         if not error.trips_breaker:
             if self._breaker.record_success():  # the server answered (e.g. OOM): it is reachable
