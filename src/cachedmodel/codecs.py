@@ -6,8 +6,14 @@
 Only the values are stored (the field names are known from the output schema), which keeps entries
 small. The marker makes a value written with other options, by another format version or by
 something else entirely fail to decode (counted, then replaced) instead of being misread.
-Never pickle: JSON and MessagePack cannot run code when decoded. Floats round-trip bit-exactly
-(MessagePack float64; JSON via repr, including inf and nan).
+Never pickle: JSON and MessagePack cannot run code when decoded. Finite floats round-trip
+bit-exactly (MessagePack float64; JSON via repr). NaN and +-Inf are refused both ways (encode raises
+ValueError, decode raises DecodeError): a JSON response cannot carry them, so an entry holding one
+could never be served (issue 9).
+
+Types JSON/MessagePack lack are stored in their JSON form (enum -> value, datetime -> ISO 8601,
+Decimal/UUID -> str, tuple/set -> list, nested model -> dict keyed by field NAME, never by alias;
+anything else pydantic knows -> pydantic_core.to_jsonable_python); the output schema restores them.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from typing import Any
 import cramjam
 import msgpack
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 VALUE_FORMAT = 1
 _MARKER_BASE = 0x10 * VALUE_FORMAT
@@ -36,14 +43,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        # by field name (the decorator validates by name): aliases may differ between validation and
+        # serialization, or be each other's names; computed fields are derived, not input
+        return value.model_dump(mode="json", by_alias=False, round_trip=True, exclude_computed_fields=True)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    raise TypeError(f"cannot store a value of type {type(value).__name__}")
+    try:  # timedelta, paths, IP addresses...: pydantic's JSON form, which its validators accept back
+        return to_jsonable_python(value, round_trip=True)
+    except Exception:  # noqa: BLE001 - anything pydantic cannot serialise either
+        raise TypeError(f"cannot store a value of type {type(value).__name__}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-finite float {name} in a stored value")
+
+
+def _check_finite(values: Any) -> None:
+    """Raise ValueError if a float anywhere in decoded MessagePack data is NaN or +-Inf."""
+    for value in values:
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0:  # nan - nan and inf - inf are nan
+                raise ValueError(f"non-finite float {value!r} in a stored value")
+        elif kind is list:
+            _check_finite(value)
+        elif kind is dict:
+            _check_finite(value.keys())
+            _check_finite(value.values())
 
 
 class ValueCodec:
@@ -60,12 +90,23 @@ class ValueCodec:
         self._marker_byte = bytes([self.marker])
         if serder == "MessagePack":
             # packb per call: a shared msgpack.Packer is not thread-safe
-            self._dumps = functools.partial(msgpack.packb, default=_plain, use_bin_type=True, use_single_float=False)
-            self._loads = lambda raw: msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)
+            pack = functools.partial(msgpack.packb, default=_plain, use_bin_type=True, use_single_float=False)
+
+            def dumps(values: list) -> bytes:
+                raw = pack(values)
+                _check_finite(msgpack.unpackb(raw, raw=False, strict_map_key=False))  # after _plain's conversions
+                return raw
+
+            def loads(raw: bytes) -> Any:
+                values = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)
+                if type(values) is list:
+                    _check_finite(values)
+                return values
+            self._dumps, self._loads = dumps, loads
         else:
-            encoder = json.JSONEncoder(default=_plain, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+            encoder = json.JSONEncoder(default=_plain, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             self._dumps = lambda values: encoder.encode(values).encode()
-            self._loads = json.loads
+            self._loads = functools.partial(json.loads, parse_constant=_refuse_constant)
 
     def encode(self, values: list) -> bytes:
         raw = self._dumps(values)

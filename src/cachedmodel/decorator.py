@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import typing
+from contextvars import ContextVar
 from typing import Any
 
 from ml_base.decorator import MLModelDecorator
@@ -44,6 +45,12 @@ def _was_stored(outcome: tuple[BaseModel, bool]) -> bool:
 # _lookup's answer when Redis just failed to answer (connection/timeout...): the model answers and the
 # SET is skipped, so one request pays at most one Redis timeout
 _UNREACHABLE = object()
+
+# A per-request hint, (decorator, key, outcome): the HTTP fast path's aget_cached(remember_miss=True)
+# just looked this key up and missed (outcome None) or could not reach Redis (_UNREACHABLE). The
+# context follows the request into the route's worker thread, where predict() takes the outcome
+# instead of asking Redis again: an HTTP miss costs one GET, a hung Redis one timeout.
+_PRIOR_LOOKUP: ContextVar[tuple | None] = ContextVar("cachedmodel_prior_lookup", default=None)
 
 
 class RedisCachingDecorator(MLModelDecorator):
@@ -125,7 +132,10 @@ class RedisCachingDecorator(MLModelDecorator):
         except Exception as error:  # noqa: BLE001 - an input we cannot key is predicted uncached
             self._count_error("encode", f"cannot build a key: {error}")
             return self._model.predict(data=data)
-        output = self._lookup(key)
+        prior = _PRIOR_LOOKUP.get()
+        if prior is not None and prior[0] is self:
+            _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
+        output = prior[2] if prior is not None and prior[0] is self and prior[1] == key else self._lookup(key)
         store = True
         if output is not None:
             if output is not _UNREACHABLE:
@@ -152,23 +162,30 @@ class RedisCachingDecorator(MLModelDecorator):
             self._count_error("other", f"get_cached failed: {error}")
             return None
 
-    async def aget_cached(self, data: Any) -> BaseModel | None:
-        """Async hit-only lookup (redis.asyncio, one client per event loop); None on miss or any error."""
+    async def aget_cached(self, data: Any, remember_miss: bool = False) -> BaseModel | None:
+        """Async hit-only lookup (redis.asyncio, one client per event loop); None on miss or any error.
+
+        remember_miss=True (the HTTP fast path, which hands misses to the route): a miss is remembered in
+        the caller's context, so the predict() of the same input in that request skips its own lookup."""
         try:
             self._require_model()
             key = self._keys.key(self._prepare_input(data))
             output = self._local_lookup(key)
-            if output is not None or not self._breaker.allow():
+            if output is not None:
                 return output
-            started = _perf_counter()
-            try:
-                stored = await self._backend.aget(key)
-            except CacheBackendError as error:
-                self._backend_failed(error)
-                return None
-            finally:
-                self._metrics.lookup_seconds.observe(_perf_counter() - started)
-            return self._from_redis(key, stored)
+            outcome = None
+            if self._breaker.allow():
+                started = _perf_counter()
+                try:
+                    output = self._from_redis(key, await self._backend.aget(key))
+                except CacheBackendError as error:
+                    self._backend_failed(error)
+                    outcome = _UNREACHABLE if error.trips_breaker or error.bypass else None
+                finally:
+                    self._metrics.lookup_seconds.observe(_perf_counter() - started)
+            if output is None and remember_miss:
+                _PRIOR_LOOKUP.set((self, key, outcome))
+            return output
         except Exception as error:  # noqa: BLE001
             self._count_error("other", f"aget_cached failed: {error}")
             return None

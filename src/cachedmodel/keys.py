@@ -11,6 +11,11 @@
   with their keys in canonical order (equal dicts give one key whatever their insertion order); other values are
   tagged with an ExtType code (enum, big int, datetime/date/time, Decimal, UUID, set, nested model),
   so `True`, `1`, `1.0` and `"1"` never collide.
+- extra fields: for an input schema with `extra="allow"` (and no explicit hashing_fields) the
+  undeclared fields an input carries are part of it, so a non-empty `__pydantic_extra__` is appended
+  to the body as one more value (a map, in canonical key order); a nested model with extras is
+  tagged [fields, extras] under its own ExtType code. Inputs without extras keep the key they always
+  had (the body is one value shorter), so keys of ordinary schemas did not change (no KEY_FORMAT bump).
 
 Nothing here depends on the process: no `hash()`, no dict order other than sorted, the same bytes on
 every machine and Python version.
@@ -36,6 +41,7 @@ DIGEST_SIZE = 16
 # ExtType codes of the canonical encoding (never renumber: keys would change)
 _EXT_ENUM, _EXT_BIG_INT, _EXT_DATETIME, _EXT_DATE, _EXT_TIME = 1, 2, 3, 4, 5
 _EXT_DECIMAL, _EXT_UUID, _EXT_SET, _EXT_MODEL, _EXT_TIMEDELTA = 6, 7, 8, 9, 10
+_EXT_MODEL_WITH_EXTRA = 11
 
 
 def _canonical_default(value: Any) -> Any:
@@ -59,7 +65,11 @@ def _canonical_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return msgpack.ExtType(_EXT_SET, b"".join(sorted(canonical_bytes(item) for item in value)))
     if isinstance(value, BaseModel):
-        return msgpack.ExtType(_EXT_MODEL, canonical_bytes(dict(sorted(value.__dict__.items()))))
+        fields = dict(sorted(value.__dict__.items()))
+        extra = value.__pydantic_extra__
+        if extra:  # extra="allow": its undeclared fields are part of its value
+            return msgpack.ExtType(_EXT_MODEL_WITH_EXTRA, canonical_bytes([fields, extra]))
+        return msgpack.ExtType(_EXT_MODEL, canonical_bytes(fields))
     raise TypeError(f"cannot build a cache key from a value of type {type(value).__name__}")
 
 
@@ -130,12 +140,14 @@ _B64_LENGTH = 22  # base64 of 16 bytes without the "==" padding
 class KeyBuilder:
     """Builds keys for one model + options. Hot path: the namespace is hashed once, each key copies
     that hash state and adds the MessagePack array of the hashing fields' values in sorted field order
-    (the sorted names are part of the namespace, so each value is bound to its field's name)."""
+    (the sorted names are part of the namespace, so each value is bound to its field's name).
+    `extras=True` (extra="allow" inputs) appends the input's non-empty extra fields as one more map."""
 
-    __slots__ = ("fields", "_getter", "_single", "_hasher", "_key_prefix")
+    __slots__ = ("fields", "extras", "_getter", "_single", "_hasher", "_key_prefix")
 
-    def __init__(self, namespace: bytes, prefix: str, hashing_fields: Iterable[str]):
+    def __init__(self, namespace: bytes, prefix: str, hashing_fields: Iterable[str], extras: bool = False):
         self.fields = tuple(sorted(hashing_fields))
+        self.extras = bool(extras)
         if not self.fields:
             raise ValueError("a key needs at least one field")
         self._getter = operator.itemgetter(*self.fields)
@@ -148,6 +160,10 @@ class KeyBuilder:
         values = self._getter(data.__dict__)
         if self._single:
             values = (values,)
+        if self.extras:
+            extra = data.__pydantic_extra__
+            if extra:
+                values = (*values, extra)  # a dict: canonicalised by the container path below
         for value in values:
             kind = type(value)
             if kind not in _LEAF_TYPES:

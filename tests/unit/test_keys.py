@@ -138,3 +138,34 @@ def test_known_key_is_pinned():
 
 
 PINNED = "FtpZBQR5OnkOvjtnaq7qtg"
+
+
+class Open(BaseModel):
+    """extra="allow": undeclared fields are kept in __pydantic_extra__, not in __dict__."""
+    model_config = {"extra": "allow"}
+    a: object = None
+    b: object = None
+
+
+OPEN_KEYS = KeyBuilder(namespace_bytes(qualified_name="m", version="1", prefix="", hashing_fields=["a", "b"],
+                                       reduced_precision_fields=[], number_of_places=None, serder="MessagePack",
+                                       use_compression=False, value_format=1, output_fields=["y", "z"]),
+                       "", ["a", "b"], extras=True)
+
+
+def test_extra_fields_are_keyed_canonically():
+    base = OPEN_KEYS.key(Open(a=1, b="x"))
+    assert base == KEYS.key(Anything(a=1, b="x")) == PINNED.encode()  # no extras: the key it always had
+    with_x1, with_x2 = OPEN_KEYS.key(Open(a=1, b="x", x=1)), OPEN_KEYS.key(Open(a=1, b="x", x=2))
+    assert len({base, with_x1, with_x2}) == 3
+    assert OPEN_KEYS.key(Open(a=1, b="x", x=1, y={"p": 1, "q": 2})) == OPEN_KEYS.key(Open(y={"q": 2, "p": 1}, x=1, b="x", a=1))
+    assert OPEN_KEYS.key(Open(a=1, b="x", x=True)) != with_x1  # extras keep their types apart too
+    assert OPEN_KEYS.key(Open(a=1, b="x", c=1)) != OPEN_KEYS.key(Open(a=1, b="x", d=1))  # bound to their names
+    assert KEYS.key(Open(a=1, b="x", x=1)) == base  # without extras=True (explicit hashing fields) they are ignored
+
+
+def test_nested_models_with_extra_fields_are_told_apart():
+    assert KEYS.key(Anything(a=Open(a=1, x=1))) != KEYS.key(Anything(a=Open(a=1, x=2)))
+    assert KEYS.key(Anything(a=Open(a=1, x=1, y=2))) == KEYS.key(Anything(a=Open(y=2, a=1, x=1)))
+    assert KEYS.key(Anything(a=Open(a=1))) == KEYS.key(Anything(a=Open(a=1)))
+    assert canonical_bytes(Open(a=1)) == canonical_bytes(Anything(a=1))  # no extras: encoded as before

@@ -72,7 +72,8 @@ class _Target:
     def __init__(self, cached):
         self.cached = cached
 
-    async def aget_cached(self, data):
+    async def aget_cached(self, data, remember_miss=False):
+        assert remember_miss  # the fast path hands its miss to the route: one lookup per request
         return self.cached.get(data.value)
 
 

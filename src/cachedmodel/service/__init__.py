@@ -1,5 +1,9 @@
 """The HTTP layer: rest-model-service's app with clear 4xx errors, /metrics and a fast path for cache hits.
 
+Every error answer is {"type", "messages"} (bounded); request bodies are limited in size
+(CACHEDMODEL_MAX_BODY_BYTES, default 1 MiB -> 413) and in time (CACHEDMODEL_BODY_TIMEOUT_SECONDS,
+default 10 -> 408): see `cachedmodel.service.__main__` for the whole environment contract.
+
 Run it with `REST_CONFIG=... uvicorn cachedmodel.service.app:app`. It talks to Redis only through
 the RedisCachingDecorator (never imports redis itself). Needs the `service` extra.
 """

@@ -3,7 +3,12 @@
 Environment (the container contract):
   PORT (8000), HOST (0.0.0.0), REST_CONFIG (the service YAML), REDIS_URL / REDIS_PASSWORD (read by
   the example config), LOG_LEVEL (info), ACCESS_LOG (off; "1"/"true" to log every request),
-  EXIT_ON_LOAD_FAILURE (on).
+  EXIT_ON_LOAD_FAILURE (on),
+  CACHEDMODEL_MAX_BODY_BYTES (1048576 = 1 MiB): larger request bodies are answered 413 Content Too
+    Large, unread when Content-Length says so,
+  CACHEDMODEL_BODY_TIMEOUT_SECONDS (10): a body not fully received this long after its request's
+    headers is answered 408 Request Timeout, so slow senders cannot hold connections forever.
+A bad value stops the service at once with exit code 2 and a message naming the variable.
 One worker per process: scale with replicas. Writes nothing to disk.
 
 When the models or decorators fail to load (say a `hashing_fields` name the model does not have), the
@@ -19,14 +24,15 @@ import threading
 import time
 from typing import Mapping
 
+from cachedmodel.service.limits import SettingsError, request_limits
+
 APP = "cachedmodel.service.app:app"
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 LOAD_FAILURE_EXIT_CODE = 3
 
 
-class SettingsError(ValueError):
-    """A bad environment variable; the message names it."""
+__all__ = ["SettingsError", "main", "server_options"]
 
 
 def server_options(environ: Mapping[str, str]) -> dict:
@@ -50,6 +56,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     try:
         options = server_options(environ)
+        request_limits(environ)  # the app reads them again at import; fail here with one clear line
     except SettingsError as error:
         print(f"cachedmodel.service: {error}", file=sys.stderr)
         return 2

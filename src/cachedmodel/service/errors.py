@@ -1,18 +1,50 @@
 """Request errors as 4xx answers that name the problem (stock rest-model-service crashes into a 500
 on a malformed JSON body because it joins integer error locations as strings).
 
-Body shape stays rest-model-service's `Error`: {"type": ..., "messages": [...]}.
+Every error body has rest-model-service's `Error` shape: {"type": ..., "messages": [...]}, including
+routing errors (404/405), bodies FastAPI cannot parse at all (not UTF-8, nested too deeply, integers
+with more digits than Python converts) and unexpected exceptions (500). Messages are bounded: at most
+MAX_MESSAGES of at most MAX_MESSAGE_CHARS each, then "... and N more", so a hostile body cannot make
+a megabyte answer or log line. Rejected values reach the log only at DEBUG: INFO says what was
+rejected (route, status, type, how many problems), never the values.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+import sys
+from http import HTTPStatus
+from typing import Any, Callable, Iterable
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 logger = logging.getLogger("cachedmodel.service")
+
+MAX_MESSAGES = 20
+MAX_MESSAGE_CHARS = 300
+
+
+def bounded(messages: Iterable[str], total: int | None = None) -> list[str]:
+    """Pure: at most MAX_MESSAGES messages, each cut to MAX_MESSAGE_CHARS, then '... and N more'
+    (`total`: how many there were, when `messages` holds only the first ones)."""
+    shown, seen = [], 0
+    for message in messages:
+        seen += 1
+        if len(shown) < MAX_MESSAGES:
+            shown.append(message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS - 3] + "...")
+        elif total is not None:
+            break
+    total = seen if total is None else total
+    if total > len(shown):
+        shown.append(f"... and {total - len(shown)} more")
+    return shown
+
+
+def error_response(status: int, kind: str, messages: list[str], headers: dict | None = None) -> JSONResponse:
+    """The error shape; `messages` as they are (bounded() them first when they come from a request)."""
+    return JSONResponse(status_code=status, content={"type": kind, "messages": messages}, headers=headers)
 
 def is_json_content_type(value: str | None) -> bool:
     """application/json or application/*+json, parameters (charset) ignored."""
@@ -31,7 +63,10 @@ def _field_path(location: Iterable[Any]) -> str:
 
 
 def _shown(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than repr() converts
+        return f"a {type(value).__name__} too large to show"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -57,16 +92,69 @@ def classify(errors: list[dict], content_type: str | None) -> tuple[int, str, li
             location = list(error.get("loc", ()))
             position = location[1] if len(location) > 1 else "?"
             reason = (error.get("ctx") or {}).get("error", "JSON decode error")
-            return 400, "MalformedJSON", [f"request body is not valid JSON: {reason} at character {position}"]
+            return 400, "MalformedJSON", bounded([f"request body is not valid JSON: {reason} at character {position}"])
     if not is_json_content_type(content_type) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
         shown = content_type or "none"
-        return 415, "UnsupportedMediaType", [f"request body must be JSON sent with Content-Type: application/json "
-                                             f"(got Content-Type: {shown})"]
-    return 400, "ValidationError", [_describe(error) for error in errors]
+        return 415, "UnsupportedMediaType", bounded([f"request body must be JSON sent with Content-Type: "
+                                                     f"application/json (got Content-Type: {shown})"])
+    return 400, "ValidationError", bounded((_describe(error) for error in errors), total=len(errors))
+
+
+def unparsable_body(cause: BaseException | None) -> str:
+    """Pure: why FastAPI could not parse a JSON body (it says only "There was an error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"request body is not valid JSON: not UTF-8 text ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "request body is not valid JSON for this service: it is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return (f"request body is not valid JSON for this service: a number has more than "
+                f"{sys.get_int_max_str_digits()} digits")
+    return "request body could not be parsed as JSON"
+
+
+def _log_rejection(request: Request, status: int, kind: str, messages: list[str]) -> None:
+    logger.info("rejected %s %s: %s %s (%d message%s)", request.method, request.url.path, status, kind,
+                len(messages), "" if len(messages) == 1 else "s")
+    logger.debug("rejected %s %s: %s", request.method, request.url.path, "; ".join(messages))
 
 
 async def validation_exception_handler(request: Request, exception: RequestValidationError) -> JSONResponse:
     """Replaces rest-model-service's handler: never fails itself, answers 400/415 naming the field."""
     status, kind, messages = classify(list(exception.errors()), request.headers.get("content-type"))
-    logger.info("rejected %s %s: %s", request.method, request.url.path, "; ".join(messages))
-    return JSONResponse(status_code=status, content={"type": kind, "messages": messages})
+    _log_rejection(request, status, kind, messages)
+    return error_response(status, kind, messages)
+
+
+def _type_name(status: int) -> str:
+    """404 -> 'NotFound', 405 -> 'MethodNotAllowed' (pure)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTPError"
+    return "".join(word.capitalize() if word.islower() else word for word in phrase.replace("-", " ").split())
+
+
+def http_exception_handler(not_found: Callable[[Request], str]):
+    """Starlette's HTTPException (routing errors, FastAPI's body-parse failure) in the error shape;
+    `not_found(request)` words 404s."""
+    async def handler(request: Request, exception: HTTPException) -> JSONResponse:
+        status = exception.status_code
+        headers = getattr(exception, "headers", None)
+        if status == 400 and exception.__cause__ is not None:  # FastAPI: "There was an error parsing the body"
+            kind, message = "MalformedJSON", unparsable_body(exception.__cause__)
+            _log_rejection(request, status, kind, [message])
+            return error_response(status, kind, bounded([message]), headers)
+        if status == 404:
+            return error_response(404, "NotFound", bounded([not_found(request)]), headers)
+        if status == 405:
+            message = f"method {request.method} is not allowed for {request.url.path}"
+            return error_response(405, "MethodNotAllowed", bounded([message]), headers)
+        detail = exception.detail if isinstance(exception.detail, str) else str(exception.detail)
+        return error_response(status, _type_name(status), bounded([detail]), headers)
+    return handler
+
+
+async def unexpected_exception_handler(request: Request, exception: Exception) -> JSONResponse:
+    """A bug or an unforeseen failure: 500 in the error shape (Starlette re-raises the exception after
+    this answer, so uvicorn logs its traceback)."""
+    return error_response(500, "ServiceError", ["internal error; see the service log"])

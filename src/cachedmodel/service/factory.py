@@ -2,24 +2,34 @@
 
 Layers, outermost first:
   HttpMetricsMiddleware  -> counts/times every request
+  BodyLimits             -> reads each body within a deadline and a size limit (408/413)
   PredictionFastPath     -> answers cache hits on the event loop (misses fall through)
-  rest-model-service's FastAPI app, with our 4xx validation handler and a /metrics route.
+  rest-model-service's FastAPI app, with our error handlers (every error in the {"type", "messages"}
+  shape), a metadata route that answers 404 for unknown models, and a /metrics route.
 """
 from __future__ import annotations
 
 import logging
+import os
 
 from fastapi.exceptions import RequestValidationError
 from ml_base.utilities import ModelManager
 from rest_model_service.configuration import ServiceConfiguration
 from rest_model_service.helpers import create_app
-from rest_model_service.schemas import HealthStatus, StartupStatus
+from rest_model_service.schemas import Error, HealthStatus, ModelMetadata, StartupStatus
 from rest_model_service.status_manager import StatusManager
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from cachedmodel.decorator import RedisCachingDecorator
-from cachedmodel.service.errors import validation_exception_handler
-from cachedmodel.service.fastpath import PREFIX, SUFFIX, PredictionFastPath
+from cachedmodel.service.errors import (error_response, http_exception_handler, unexpected_exception_handler,
+                                        validation_exception_handler)
+from cachedmodel.service.fastpath import PREFIX, SUFFIX, PredictionFastPath, model_name_of
 from cachedmodel.service.http_metrics import HttpMetricsMiddleware, metrics_endpoint
+from cachedmodel.service.limits import BodyLimits, RequestLimits, request_limits
+
+METADATA_PATH = "/api/models/{model_qualified_name}/metadata"
 
 logger = logging.getLogger("cachedmodel.service")
 
@@ -32,6 +42,49 @@ def unavailable_reason() -> str | None:
     if status.get_health_status() != HealthStatus.HEALTHY:
         return "loading the models failed (see the service log); /api/health answers 503"
     return None
+
+
+def _quoted(name: str, limit: int = 100) -> str:
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+def unknown_model(name: str) -> str:
+    """'model 'x' is not loaded here; models: a, b' (the loaded models from ModelManager)."""
+    names = [model["qualified_name"] for model in ModelManager().get_models()]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return f"model {_quoted(name)} is not loaded in this service; models: {shown or 'none'}"
+
+
+def not_found(request: Request) -> str:
+    """The 404 message: names the model for model routes, the path otherwise."""
+    path = request.url.path
+    name = model_name_of(path)
+    if name is not None:
+        return unknown_model(name) + " (see GET /api/models)"
+    return f"no route {_quoted(path)} (see /docs for the API)"
+
+
+async def model_metadata(model_qualified_name: str) -> JSONResponse:
+    """rest-model-service's metadata route, but an unknown model is 404 (stock: 500 ServiceError)."""
+    try:
+        metadata = ModelManager().get_model_metadata(qualified_name=model_qualified_name)
+    except ValueError:
+        reason = unavailable_reason()
+        if reason is not None:
+            return error_response(503, "ServiceUnavailable", [reason])
+        return error_response(404, "NotFound", [unknown_model(model_qualified_name)])
+    return JSONResponse(status_code=200, content=ModelMetadata(**metadata).model_dump())
+
+
+def _shadow_metadata_route(api) -> None:
+    """Put our metadata route first: routes match in order, so it answers before the stock one (which
+    FastAPI may keep inside its included router, out of reach)."""
+    api.add_api_route(METADATA_PATH, model_metadata, methods=["GET"], response_model=ModelMetadata,
+                      responses={404: {"model": Error}, 503: {"model": Error}})
+    routes = api.router.routes
+    ours = next(route for route in routes if getattr(route, "endpoint", None) is model_metadata)
+    routes.remove(ours)  # by identity: build_models may append prediction routes meanwhile
+    routes.insert(0, ours)
 
 
 class CachingDecorators:
@@ -67,14 +120,20 @@ class CachingDecorators:
             await decorator.aclose()
 
 
-def create_service_app(configuration: ServiceConfiguration, wait_for_model_creation: bool = False):
-    """The ASGI app: rest-model-service's app plus 4xx errors, /metrics and the hit fast path."""
+def create_service_app(configuration: ServiceConfiguration, wait_for_model_creation: bool = False,
+                       limits: RequestLimits | None = None):
+    """The ASGI app: rest-model-service's app plus errors in one shape, body limits, /metrics and the hit
+    fast path. `limits` default: from the environment (CACHEDMODEL_MAX_BODY_BYTES, ..._BODY_TIMEOUT_SECONDS)."""
+    limits = request_limits(os.environ) if limits is None else limits
     if configuration.metrics is not None and configuration.metrics.enabled:
         logger.info("'metrics' in the configuration is for the stock service; this app always serves /metrics")
     api = create_app(configuration, wait_for_model_creation=wait_for_model_creation)
     api.add_exception_handler(RequestValidationError, validation_exception_handler)
+    api.add_exception_handler(HTTPException, http_exception_handler(not_found))
+    api.add_exception_handler(Exception, unexpected_exception_handler)
+    _shadow_metadata_route(api)
     api.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     decorators = CachingDecorators(api)
     fast_path = PredictionFastPath(api, resolve=decorators, unavailable=unavailable_reason,
                                    close_clients=decorators.close)
-    return HttpMetricsMiddleware(fast_path)
+    return HttpMetricsMiddleware(BodyLimits(fast_path, limits))

@@ -4,7 +4,9 @@ rest-model-service's prediction route is a sync callable, so every request costs
 FastAPI's dependency and response-model machinery, and a blocking Redis GET. For
 POST /api/models/<name>/prediction this ASGI layer parses and validates the JSON body with the
 model's input schema, awaits `RedisCachingDecorator.aget_cached(data)`, and on a hit answers
-directly with the same JSON the route would send (plus `x-cache: hit`). Anything else — a miss,
+directly with the same JSON the route would send (plus `x-cache: hit`). On a miss the decorator
+remembers, for this request only (a contextvar that follows it into the route's worker thread), that
+the key was just looked up, so the route does not look it up again. Anything else — a miss,
 an invalid body, a non-JSON content type, a model without a caching decorator, any error — falls
 through to the normal route with the body replayed, so errors and misses behave exactly as without
 the fast path (misses are marked `x-cache: miss`).
@@ -80,7 +82,9 @@ class PredictionFastPath:
             data = target.input_schema.model_validate_json(body)
         except ValidationError:
             return await self.app(scope, replay, send)  # the route words the 4xx
-        output = await target.aget_cached(data)  # None on a miss or on any cache error
+        # None on a miss or any cache error; remember_miss: the route's predict() then takes this lookup's
+        # answer instead of asking Redis again (one GET per request, at most one Redis timeout)
+        output = await target.aget_cached(data, remember_miss=True)
         if output is None:
             return await self.app(scope, replay, _with_header(send, b"x-cache", b"miss"))
         try:

@@ -1,0 +1,300 @@
+"""Hardening of the model service (issue 9), against a real uvicorn process and a real redis-server.
+
+- one request, one Redis lookup: a miss does one GET and a hung Redis costs one timeout, not two
+- unknown models are 404 on every route; every error body is {"type", "messages"}, bounded in size,
+  and rejected values never reach the INFO log
+- slow or huge request bodies: 408 after the body timeout, 413 above the size limit, while other
+  clients keep being served (raw sockets to 127.0.0.1, bounded in count and time)
+- the image's HEALTHCHECK command is cheap: it imports nothing of the service's heavy dependencies
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import redis
+import yaml
+
+from cachedmodel.testing.model_service import (EXAMPLE_CONFIG, MODEL_FILES_HINT, REPO, ModelService,
+                                               artifact_missing)
+from cachedmodel.testing.redis_server import RedisServer, wait_until
+
+pytestmark = pytest.mark.integration
+
+MODEL = "insurance_charges_model"
+PREDICTION = f"/api/models/{MODEL}/prediction"
+BODY = {"age": 42, "sex": "female", "bmi": 27.5, "children": 2, "smoker": False, "region": "northwest"}
+SOCKET_TIMEOUT = 1.0      # the decorator's Redis timeout in this module's service: large against scheduling noise
+BODY_TIMEOUT = 2.0        # CACHEDMODEL_BODY_TIMEOUT_SECONDS of this module's service
+MAX_BODY = 2 * 1024 * 1024  # CACHEDMODEL_MAX_BODY_BYTES: room for the 100k-key body below
+DOCKERFILE = REPO / "images" / "model-service" / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def store():
+    if artifact_missing():
+        pytest.fail(MODEL_FILES_HINT)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def service(store, tmp_path_factory):
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config["models"][0]["decorators"][0]["configuration"]["socket_timeout"] = SOCKET_TIMEOUT
+    path = tmp_path_factory.mktemp("hardening") / "rest_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    svc = ModelService(config=path, env={"REDIS_URL": store.url, "CACHEDMODEL_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+                                         "CACHEDMODEL_MAX_BODY_BYTES": str(MAX_BODY)})
+    try:
+        svc.start()
+        yield svc
+    except BaseException:
+        print(svc.logs())
+        raise
+    finally:
+        svc.cleanup()
+
+
+@pytest.fixture
+def http(service):
+    with httpx.Client(base_url=service.url, timeout=15.0) as client:
+        yield client
+
+
+def redis_gets(client: redis.Redis) -> int:
+    return client.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+
+
+def assert_error_shape(response: httpx.Response, status: int, error_type: str | None = None) -> dict:
+    assert response.status_code == status, response.text[:500]
+    payload = response.json()
+    assert set(payload) == {"type", "messages"}, payload
+    assert isinstance(payload["type"], str) and payload["messages"] and all(isinstance(m, str) for m in payload["messages"])
+    if error_type is not None:
+        assert payload["type"] == error_type, payload
+    return payload
+
+
+# ---------------------------------------------------------------- one lookup per request
+
+def test_a_miss_does_one_redis_get_and_a_hit_one(http, store):
+    """The fast path looked the key up already: the route must not ask Redis again for the same request."""
+    client = redis.Redis.from_url(store.url)
+    body = {**BODY, "age": 51}
+    client.config_resetstat()
+    miss = http.post(PREDICTION, json=body)
+    assert miss.status_code == 200 and miss.headers["x-cache"] == "miss"
+    assert redis_gets(client) == 1
+    assert client.info("commandstats")["cmdstat_set"]["calls"] == 1  # and the miss was stored
+    hit = http.post(PREDICTION, json=body)
+    assert hit.headers["x-cache"] == "hit" and hit.json() == miss.json()
+    assert redis_gets(client) == 2
+
+
+def test_a_hung_redis_costs_one_timeout_per_request(http, store):
+    """A stopped (SIGSTOP) redis-server accepts connections and never answers: the worst case."""
+    warm = {**BODY, "age": 52}
+    assert http.post(PREDICTION, json=warm).headers["x-cache"] == "miss"  # pooled connections, sync side
+    assert http.post(PREDICTION, json=warm).headers["x-cache"] == "hit"   # and async side
+    expected = http.post(PREDICTION, json={**BODY, "age": 53})
+    os.kill(store.process.pid, signal.SIGSTOP)
+    try:
+        started = time.perf_counter()
+        answer = http.post(PREDICTION, json={**BODY, "age": 53, "children": 3})
+        elapsed = time.perf_counter() - started
+    finally:
+        os.kill(store.process.pid, signal.SIGCONT)
+    assert answer.status_code == 200 and answer.json()["charges"] != expected.json()["charges"]
+    assert SOCKET_TIMEOUT * 0.9 <= elapsed < SOCKET_TIMEOUT * 1.6, f"{elapsed:.3f}s for a {SOCKET_TIMEOUT}s timeout"
+    client = redis.Redis.from_url(store.url, socket_timeout=5)
+    wait_until(lambda: client.ping(), 10, what="redis-server to answer after SIGCONT")
+
+
+# ---------------------------------------------------------------- errors: 404s, one shape, bounded, not logged
+
+def test_metadata_of_an_unknown_model_is_404_naming_it(http):
+    assert http.get(f"/api/models/{MODEL}/metadata").status_code == 200
+    payload = assert_error_shape(http.get("/api/models/no_such_model/metadata"), 404, "NotFound")
+    assert any("no_such_model" in message for message in payload["messages"]), payload
+    assert any(MODEL in message for message in payload["messages"]), payload  # says which models there are
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("POST", "/api/models/no_such_model/prediction", 404),
+    ("GET", "/no/such/route", 404),
+    ("GET", PREDICTION, 405),
+])
+def test_routing_errors_have_the_error_shape(http, method, path, status):
+    assert_error_shape(http.request(method, path), status)
+
+
+@pytest.mark.parametrize("body, named", [
+    (b'{"age": 42, "sex": "f\xffmale"}', "UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested"),
+    (b'{"age": ' + b"9" * 100_000 + b"}", "digits"),
+], ids=["non-utf8", "100k-nested-arrays", "100k-digit-integer"])
+def test_unparseable_bodies_get_the_error_shape(http, body, named):
+    payload = assert_error_shape(http.post(PREDICTION, content=body, headers={"content-type": "application/json"}),
+                                 400, "MalformedJSON")
+    assert any(named in message for message in payload["messages"]), payload
+    assert len(json.dumps(payload)) < 1000
+
+
+def test_error_messages_are_bounded_and_say_how_many_were_left_out(http, service):
+    log_before = len(service.logs())
+    body = "{" + ",".join(f'"k{i}":0' for i in range(100_000)) + "}"
+    response = http.post(PREDICTION, content=body, headers={"content-type": "application/json"})
+    payload = assert_error_shape(response, 400, "ValidationError")
+    assert len(response.content) < 8_000, len(response.content)
+    *shown, last = payload["messages"]
+    left_out = re.fullmatch(r"\.\.\. and (\d+) more", last)
+    assert len(shown) <= 20 and left_out, payload["messages"][-3:]
+    assert len(shown) + int(left_out.group(1)) == 100_000 + 6  # every unknown key and the 6 missing fields
+    long_key = http.post(PREDICTION, json={**BODY, "x" * 50_000: 1})
+    assert len(long_key.content) < 2_000
+    assert len(service.logs()) - log_before < 4_000  # no megabyte log lines
+
+
+def test_rejected_values_stay_out_of_the_info_log(http, service):
+    secret = "s3cr3t-value-7f2a"
+    response = http.post(PREDICTION, json={**BODY, "sex": secret, secret + "-key": 1})
+    assert_error_shape(response, 400, "ValidationError")
+    wait_until(lambda: "rejected POST" in service.logs(), 10, what="the rejection to be logged")
+    assert secret not in service.logs()
+
+
+# ---------------------------------------------------------------- slow and huge bodies
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _head(length: int | None = None, extra: str = "") -> bytes:
+    size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    return (f"POST {PREDICTION} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{size}{extra}"
+            f"\r\n").encode()
+
+
+def _read_response(sock: socket.socket, timeout: float) -> tuple[int, dict]:
+    """Status and JSON body of one response (raises socket.timeout when none comes in time)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", 0))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), (json.loads(body[:length]) if length else None)
+
+
+def test_slow_senders_get_408_while_other_clients_are_served(service, http):
+    """100 clients dripping one byte a second: each gets 408 after the body timeout; meanwhile the service
+    answers probes and predictions as usual."""
+    count, declared = 100, 1000
+    socks = [_connect(service.port) for _ in range(count)]
+    answered: dict[socket.socket, tuple[int, dict, float]] = {}
+    try:
+        started = time.monotonic()
+        for sock in socks:
+            sock.sendall(_head(declared) + b"{")
+        deadline = started + BODY_TIMEOUT + 4.0
+        next_drip = started + 1.0
+        checked_others = False
+        while len(answered) < count and time.monotonic() < deadline:
+            pending = [s for s in socks if s not in answered]
+            readable, _, _ = select.select(pending, [], [], 0.1)
+            for sock in readable:
+                status, payload = _read_response(sock, 2.0)
+                answered[sock] = (status, payload, time.monotonic() - started)
+            if time.monotonic() >= next_drip:
+                next_drip += 1.0
+                for sock in pending:
+                    if sock not in answered:
+                        try:
+                            sock.send(b" ")
+                        except OSError:
+                            pass
+            if not checked_others and time.monotonic() - started > 1.0:
+                checked_others = True
+                t = time.monotonic()
+                assert http.get("/api/health/ready", timeout=3).status_code == 200
+                assert http.post(PREDICTION, json={**BODY, "age": 61}, timeout=3).status_code == 200
+                assert time.monotonic() - t < 3.0
+        assert checked_others
+        assert len(answered) == count, f"{count - len(answered)} slow clients still held after {deadline - started:.1f}s"
+        for status, payload, after in answered.values():
+            assert status == 408 and set(payload) == {"type", "messages"} and payload["type"] == "RequestTimeout"
+            assert BODY_TIMEOUT * 0.9 <= after < BODY_TIMEOUT + 4.0
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_body_over_the_limit_is_413_without_being_read(service, http):
+    """Declared too large: refused at once (no 100-continue, nothing read); chunked: refused once over."""
+    with _connect(service.port) as sock:
+        sock.sendall(_head(50_000_000, extra="Expect: 100-continue\r\n"))
+        status, payload = _read_response(sock, 3.0)
+        assert status == 413 and payload["type"] == "ContentTooLarge" and str(MAX_BODY) in payload["messages"][0]
+    with _connect(service.port) as sock:
+        sock.sendall(_head(50_000_000) + b"[" * 65536)
+        assert _read_response(sock, 3.0)[0] == 413
+    with _connect(service.port) as sock:
+        sock.sendall(_head(None))
+        chunk = b"[" * 65536
+        status = None
+        for _ in range(MAX_BODY // len(chunk) + 8):
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                break  # refused and closed while we were still sending
+            if select.select([sock], [], [], 0)[0]:
+                break
+        status, payload = _read_response(sock, 3.0)
+        assert status == 413 and set(payload) == {"type", "messages"}
+    assert http.post(PREDICTION, json=BODY).status_code == 200  # the service carries on
+
+
+# ---------------------------------------------------------------- the image's HEALTHCHECK
+
+HEAVY = ("cachedmodel", "pydantic", "redis", "fastapi", "starlette", "ml_base", "rest_model_service", "yaml",
+         "uvicorn", "prometheus_client")
+
+
+def _healthcheck_command() -> list[str]:
+    from tests.integration.test_service_image import final_stage, local_command
+    return local_command(final_stage(DOCKERFILE.read_text())["healthcheck"])
+
+
+def test_healthcheck_imports_nothing_heavy_and_works_against_the_service(service):
+    command = _healthcheck_command()
+    result = subprocess.run([command[0], "-X", "importtime", *command[1:]], env={**os.environ, "PORT": str(service.port)},
+                            capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    heavy = sorted({name for name in imported if name.split(".")[0] in HEAVY})
+    assert not heavy, heavy
+    assert "socket" in imported  # it did run the probe
+    down = subprocess.run(command, env={**os.environ, "PORT": "1"}, capture_output=True, text=True, timeout=30)
+    assert down.returncode == 1 and "probe:" in down.stderr
