@@ -9,7 +9,10 @@ ml_base decorators forward attribute writes to the wrapped model, so state lives
 """
 from __future__ import annotations
 
+import datetime
+import decimal
 import logging
+import math
 import time
 import typing
 from contextvars import ContextVar
@@ -17,7 +20,7 @@ from typing import Any
 
 from ml_base.decorator import MLModelDecorator
 from ml_base.ml_model import MLModel
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from cachedmodel.backend import CacheBackendError, RedisBackend
 from cachedmodel.circuit import CLOSED, CircuitBreaker
@@ -36,6 +39,29 @@ def _allows_float(annotation: Any) -> bool:
     if annotation is float:
         return True
     return any(_allows_float(arg) for arg in typing.get_args(annotation))
+
+
+def _identical(left: Any, right: Any) -> bool:
+    """Equal AND alike all the way down: same types, floats bit for bit (-0.0), Decimals digit for digit
+    ("1.10"), datetimes with the same offset (a tzinfo class may differ), models field by field
+    (extras too). `==` alone says True == 1 == 1.0 and Decimal("1.1") == Decimal("1.10")."""
+    kind = type(left)
+    if kind is not type(right):
+        return False
+    if isinstance(left, BaseModel):
+        return (_identical(left.__dict__, right.__dict__)
+                and _identical(left.__pydantic_extra__ or {}, right.__pydantic_extra__ or {}))
+    if kind is float:
+        return left == right and math.copysign(1.0, left) == math.copysign(1.0, right)
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_identical(value, right[key]) for key, value in left.items())
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(map(_identical, left, right))
+    if isinstance(left, (datetime.datetime, datetime.time)):
+        return left == right and left.isoformat() == right.isoformat()
+    if isinstance(left, decimal.Decimal):
+        return left.as_tuple() == right.as_tuple()
+    return left == right
 
 
 def _was_stored(outcome: tuple[BaseModel, bool]) -> bool:
@@ -109,10 +135,15 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_output_type"] = output_type
         state["_output_fields"] = tuple(output_type.model_fields)
         state["_validate_output"] = output_type.model_validate
+        state["_output_is_root"] = issubclass(output_type, RootModel)
+        state["_output_extra"] = output_type.model_config.get("extra") == "allow"
         state["_round_fields"] = options.reduced_precision_fields or ()
         state["_metrics"] = ModelMetrics(name)
         state["_events"] = BurstLogger(name)
-        state["_keys"] = KeyBuilder(namespace, options.prefix, hashing_fields)
+        # extra="allow" inputs: undeclared fields change the input, so they are keyed (unless the
+        # hashing fields were chosen explicitly: then exactly those fields form the key)
+        keyed_extras = input_type.model_config.get("extra") == "allow" and not options.hashing_fields
+        state["_keys"] = KeyBuilder(namespace, options.prefix, hashing_fields, extras=keyed_extras)
         return self
 
     # ---------------------------------------------------------------- public API
@@ -126,7 +157,10 @@ class RedisCachingDecorator(MLModelDecorator):
         if self._keys is None:
             self._require_model()
         if type(data) is not self._input_type or self._round_fields:
-            data = self._prepare_input(data)  # an invalid input raises here, as the model would
+            try:
+                data = self._prepare_input(data)
+            except Exception:  # noqa: BLE001 - not a valid input: the model gets it as it came and
+                return self._model.predict(data=data)  # answers (or raises its own error) uncached
         try:
             key = self._keys.key(data)
         except Exception as error:  # noqa: BLE001 - an input we cannot key is predicted uncached
@@ -221,13 +255,41 @@ class RedisCachingDecorator(MLModelDecorator):
                 data = data.model_copy(update=updates)
         return data
 
+    def _output_values(self, output: BaseModel) -> list:
+        """What is stored: the field values in schema order (+ a dict of extras for extra="allow")."""
+        values = [output.__dict__[field] for field in self._output_fields]
+        extra = output.__pydantic_extra__
+        if extra:
+            values.append(extra)
+        return values
+
     def _build_output(self, stored: bytes) -> BaseModel:
-        """Stored bytes -> an output_schema instance (validation restores enums, nested models...)."""
+        """Stored bytes -> an output_schema instance (validation restores enums, nested models...).
+        Validated by field NAME only (aliases may differ per direction or be another field's name) and
+        laxly (a strict schema must accept the stored JSON forms of its datetimes, tuples...)."""
         values = self._codec.decode(stored)
         fields = self._output_fields
-        if len(values) != len(fields):
+        if self._output_is_root:
+            if len(values) != 1:
+                raise DecodeError(f"value has {len(values)} fields, a RootModel output 1")
+            return self._validate_output(values[0], strict=False, by_alias=False, by_name=True)
+        if len(values) == len(fields):
+            data = dict(zip(fields, values))
+        elif self._output_extra and len(values) == len(fields) + 1 and type(values[-1]) is dict:
+            data = {**values[-1], **dict(zip(fields, values))}
+        else:
             raise DecodeError(f"value has {len(values)} fields, the output schema {len(fields)}")
-        return self._validate_output(dict(zip(fields, values)))
+        return self._validate_output(data, strict=False, by_alias=False, by_name=True)
+
+    def _check_faithful(self, output: BaseModel, stored: bytes) -> None:
+        """Raise unless a hit on `stored` returns what this miss returns (==, _identical, same
+        model_dump) and pydantic can serialise it for the response: never store what a hit would
+        serve differently, or not at all (the codec already refuses NaN and +-Inf)."""
+        rebuilt = self._build_output(stored)
+        if not (rebuilt == output and _identical(rebuilt, output) and rebuilt.model_dump() == output.model_dump()):
+            raise ValueError(f"the output would not come back unchanged from the {self.options.serder} "
+                             f"entry ({rebuilt!r} instead of {output!r})")
+        output.model_dump_json()
 
     def _local_lookup(self, key: str) -> BaseModel | None:
         local = self._local
@@ -288,9 +350,10 @@ class RedisCachingDecorator(MLModelDecorator):
                                         f"{self._output_type.__name__}; not cached")
             return output, False
         try:
-            stored = self._codec.encode([output.__dict__[field] for field in self._output_fields])
+            stored = self._codec.encode(self._output_values(output))
+            self._check_faithful(output, stored)
         except Exception as error:  # noqa: BLE001
-            self._count_error("encode", f"cannot encode the output: {error}")
+            self._count_error("encode", f"cannot cache the output: {error}")
             return output, False
         if self._local is not None:
             self._local.put(key, stored)
