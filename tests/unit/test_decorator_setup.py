@@ -101,3 +101,18 @@ def test_collectors_are_shared_between_instances():
     for _ in range(3):
         RedisCachingDecorator(InsuranceLikeModel(qualified_name="twice"), url=NOWHERE)
     assert metric("cachedmodel_cache_misses_total", model="twice") == 0
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2-pw@cache:6379/zero", "redis://u:hunter2-pw@cache:6379/0?db=x",
+                                 "http://:hunter2-pw@cache:6379/0"])
+def test_a_bad_url_fails_at_construction_without_showing_the_password(url):
+    """The start-up error is the pod's termination message and ends up in the CachedModel status."""
+    with pytest.raises(ConfigurationError, match="'url'") as caught:
+        RedisCachingDecorator(url=url)
+    assert "hunter2-pw" not in str(caught.value)
+
+
+def test_infinite_ttl_fails_at_construction():
+    """`ttl_seconds: inf` used to be accepted, then every SET failed."""
+    with pytest.raises(ConfigurationError, match="'ttl_seconds'"):
+        RedisCachingDecorator(ttl_seconds="inf")
