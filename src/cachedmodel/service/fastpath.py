@@ -76,7 +76,7 @@ class PredictionFastPath:
 
         body, complete = await _read_body(receive, MAX_FAST_BODY)
         replay = _replaying(body, complete, receive)
-        if not complete:
+        if not complete or len(body) > MAX_FAST_BODY:  # (BodyLimits hands over whole bodies in one piece)
             return await self.app(scope, replay, send)
         try:
             data = target.input_schema.model_validate_json(body)
