@@ -332,6 +332,26 @@ def test_a_child_name_controlled_by_another_object_is_not_taken_over(ctl):
     ctl.wait_ready("taken", timeout=90)
 
 
+def test_a_secret_of_its_name_that_it_does_not_own_is_never_deleted(ctl):
+    """`<name>-redis-auth` may be someone's credentials: without a password key the operator used to delete
+    and re-create it. It refuses (status + event) and leaves it as it is."""
+    ctl.kubectl("create", "secret", "generic", "mine-redis-auth", "--from-literal=token=do-not-lose")
+    uid = ctl.get("secret", "mine-redis-auth")["metadata"]["uid"]
+    ctl.apply(manifest("mine"))
+    ctl.wait(lambda: ctl.condition("mine", "Ready").get("reason") == "ReconcileError", "ReconcileError condition")
+    assert "Secret" in ctl.condition("mine", "Ready")["message"]
+    assert "not owned by this CachedModel" in ctl.condition("mine", "Ready")["message"]
+    events = json.loads(ctl.kubectl("get", "events", "--field-selector", "involvedObject.name=mine",
+                                    "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "ReconcileError" and "mine-redis-auth" in e["message"] for e in events)
+    secret = ctl.get("secret", "mine-redis-auth")
+    assert secret["metadata"]["uid"] == uid
+    assert secret["data"] == {"token": base64.b64encode(b"do-not-lose").decode()}
+    ctl.kubectl("delete", "secret", "mine-redis-auth")  # the way out: the name is free again
+    ctl.wait_ready("mine", timeout=90)
+    assert ctl.get("secret", "mine-redis-auth")["metadata"]["ownerReferences"][0]["name"] == "mine"
+
+
 def test_operator_restart_loses_nothing(ctl, operator):
     ctl.apply(manifest("survive"))
     ctl.wait_ready("survive")

@@ -178,8 +178,12 @@ class ControlPlane:
     env: dict[str, str]
     server: str
 
-    def __init__(self, bin_dir: Path, workdir: Path | None = None, kubeconfig: str | None = None):
+    def __init__(self, bin_dir: Path, workdir: Path | None = None, kubeconfig: str | None = None,
+                 address: str = "127.0.0.1", kwok_nodes: int = NODE_COUNT):
+        """`address`: where the API server listens and what it advertises (a pod bridge's node address
+        when real pods must reach it, see testing/pods.py); `kwok_nodes`: fake nodes (0 with a real node)."""
         kubeconfig = kubeconfig or None  # "" (e.g. `make test-e2e` with KUBECONFIG unset) = start a local one
+        self.address, self.kwok_nodes = address, kwok_nodes
         self.bin_dir = str(bin_dir)
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="cachedmodel-k8s-"))
         self.components: list[Component] = []
@@ -262,8 +266,8 @@ class ControlPlane:
 
     def _start_components(self) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        pem = write_pki(pki := build_pki(), self.workdir / "pki")
-        host = "127.0.0.1"
+        pem = write_pki(pki := build_pki(extra_ips=[self.address]), self.workdir / "pki")
+        host = self.address
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # self-signed serving certs
         admin = ssl.create_default_context(cafile=str(pem["ca_cert"]))
@@ -291,7 +295,11 @@ class ControlPlane:
             f"--service-account-key-file={pem['sa_public_key']}",
             f"--service-account-signing-key-file={pem['sa_private_key']}",
             f"--service-cluster-ip-range={SERVICE_IP.rsplit('.', 1)[0]}.0/24",
-            "--authorization-mode=RBAC", "--allow-privileged=true", "--endpoint-reconciler-type=none",
+            "--authorization-mode=RBAC", "--allow-privileged=true",
+            # pods reach the API through the `kubernetes` Service only when it has endpoints
+            f"--endpoint-reconciler-type={'none' if host.startswith('127.') else 'lease'}",
+            f"--kubelet-client-certificate={pem['admin_cert']}", f"--kubelet-client-key={pem['admin_key']}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--enable-priority-and-fairness=false", "--profiling=false", "--v=1")
         Path(self.kubeconfig).write_text(yaml.safe_dump(
             kubeconfig_document(self.server, pki.ca_cert, pki.admin_cert, pki.admin_key)))
@@ -309,18 +317,18 @@ class ControlPlane:
         scheduler = self._component(
             "kube-scheduler", kubeconfig, *delegated, f"--bind-address={host}", f"--secure-port={scheduler_port}",
             "--leader-elect=false", "--v=1")
-        kwok = self._component(
-            "kwok", kubeconfig, f"--config={KWOK_STAGES}", "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--server-address={host}:{kwok_port}", "--cidr=10.0.64.0/18", "--node-ip=10.0.32.1")
         self._wait(kcm, f"https://{host}:{kcm_port}/healthz", 60, insecure, expect="ok")
         self._wait(scheduler, f"https://{host}:{scheduler_port}/healthz", 60, insecure, expect="ok")
-        self._wait(kwok, f"http://{host}:{kwok_port}/healthz", 60)
-
-        for i in range(NODE_COUNT):
-            self.kubectl("apply", "-f", "-", input=json.dumps(kwok_node(f"kwok-node-{i}")))
-        wait_until(lambda: self.ready_node_count() == NODE_COUNT, 90, interval=0.5,
-                   what=f"{NODE_COUNT} kwok nodes Ready")
+        if self.kwok_nodes:
+            kwok = self._component(
+                "kwok", kubeconfig, f"--config={KWOK_STAGES}", "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address={host}:{kwok_port}", "--cidr=10.0.64.0/18", "--node-ip=10.0.32.1")
+            self._wait(kwok, f"http://{host}:{kwok_port}/healthz", 60)
+            for i in range(self.kwok_nodes):
+                self.kubectl("apply", "-f", "-", input=json.dumps(kwok_node(f"kwok-node-{i}")))
+            wait_until(lambda: self.ready_node_count() == self.kwok_nodes, 90, interval=0.5,
+                       what=f"{self.kwok_nodes} kwok nodes Ready")
         wait_until(lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
                    60, interval=0.3, what="service account default/default (controller-manager)")
 
@@ -328,6 +336,27 @@ class ControlPlane:
         nodes = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
         return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
                    for n in nodes)
+
+    # ---- an API server outage (clients must ride it out)
+
+    def component(self, name: str) -> Component:
+        """The running component of that name (a local cluster only)."""
+        return next(c for c in self.components if c.name == name)
+
+    def stop_apiserver(self) -> None:
+        """Stop only the kube-apiserver (etcd keeps the state): clients get connection refused."""
+        if self.external:
+            raise RuntimeError("an existing cluster's API server is not ours to stop")
+        self.component("kube-apiserver").stop()
+
+    def start_apiserver(self, timeout: float = 120) -> None:
+        """Start it again with the same arguments (port, certificates); returns once /readyz answers ok."""
+        apiserver = self.component("kube-apiserver")
+        apiserver.start()
+        pki = self.workdir / "pki"
+        admin = ssl.create_default_context(cafile=str(pki / "ca_cert.pem"))
+        admin.load_cert_chain(str(pki / "admin_cert.pem"), str(pki / "admin_key.pem"))
+        self._wait(apiserver, f"{self.server}/readyz", timeout, admin, expect="ok")
 
     def stop(self) -> None:
         """Stop every component (reverse order); remove the temp dir unless it is to be kept."""
