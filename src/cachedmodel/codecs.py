@@ -105,8 +105,14 @@ class ValueCodec:
             self._dumps, self._loads = dumps, loads
         else:
             encoder = json.JSONEncoder(default=_plain, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-            self._dumps = lambda values: encoder.encode(values).encode()
-            self._loads = functools.partial(json.loads, parse_constant=_refuse_constant)
+            decoder = json.JSONDecoder(parse_constant=_refuse_constant)  # once: json.loads(**kw) builds one per call
+
+            def loads(raw: bytes) -> Any:
+                values = decoder.decode(raw.decode())
+                if type(values) is list:
+                    _check_finite(values)  # "1e400" parses as inf without parse_constant
+                return values
+            self._dumps, self._loads = (lambda values: encoder.encode(values).encode()), loads
 
     def encode(self, values: list) -> bytes:
         raw = self._dumps(values)

@@ -70,6 +70,14 @@ def test_stored_non_finite_floats_are_decode_errors(serder, compression, value):
         codec.decode(bytes([codec.marker]) + raw)
 
 
+@pytest.mark.parametrize("payload", [b"[1e400]", b"[-1e999, 1.0]", b"[{\"k\": [1e400]}]"])
+def test_json_overflowing_to_inf_is_a_decode_error(payload):
+    """json parses 1e400 as inf without asking parse_constant."""
+    codec = ValueCodec("JSON")
+    with pytest.raises(DecodeError, match="non-finite"):
+        codec.decode(bytes([codec.marker]) + payload)
+
+
 def test_values_pydantic_knows_are_stored_in_their_json_form():
     import datetime
 
