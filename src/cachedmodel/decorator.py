@@ -4,6 +4,10 @@ Request path of `predict(data)`:
   input (rounded copy if reduced precision) -> key -> local tier -> Redis GET (unless the circuit is
   open) -> on a miss: the model, once per concurrent burst of the key (single-flight) -> SET.
 Every cache failure falls back to the model, is counted, and is logged once per burst.
+An input the input schema rejects goes to the model as it came, uncached (its own error surfaces).
+Only what a hit would return unchanged (same types, ==) and what a JSON response can carry (no
+NaN/Inf) is stored; a read entry that does not decode, validate or hold only finite floats is corrupt:
+the model answers and the SET replaces it.
 
 ml_base decorators forward attribute writes to the wrapped model, so state lives in self.__dict__.
 """
