@@ -29,6 +29,10 @@ K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.4"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.19.5"
+# A real node for the e2e tier: kubelet and kube-proxy of the same release, CoreDNS for cluster DNS,
+# and SIG Network's kube-network-policies to enforce NetworkPolicy on the plain bridge CNI.
+COREDNS_VERSION = "v1.14.7"
+NETPOL_VERSION = "v0.8.0"
 
 # Bumped when the build recipe changes, so stale cached builds are redone.
 RECIPE = "3"
@@ -128,6 +132,12 @@ TOOLS = [  # etcd first (small: a control plane can start early), Kubernetes nex
          ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]),
     Tool("kwok", KWOK_VERSION, "sigs.k8s.io/kwok", ["sigs.k8s.io/kwok/cmd/kwok"], ["kwok"]),
     Tool("helm", HELM_VERSION, "helm.sh/helm/v3", ["helm.sh/helm/v3/cmd/helm"], ["helm"]),
+    # the node: a separate build of the same module (the Go build cache shares its packages)
+    Tool("k8s-node", K8S_VERSION, "k8s.io/kubernetes",
+         [f"k8s.io/kubernetes/cmd/{c}" for c in ("kubelet", "kube-proxy")], ["kubelet", "kube-proxy"]),
+    Tool("coredns", COREDNS_VERSION, "github.com/coredns/coredns", ["github.com/coredns/coredns"], ["coredns"]),
+    Tool("netpol", NETPOL_VERSION, "sigs.k8s.io/kube-network-policies",
+         ["sigs.k8s.io/kube-network-policies/cmd"], ["netpol"]),
 ]
 
 
@@ -138,10 +148,12 @@ def resolve(tool: Tool, workdir: Path) -> None:
     kube_minor = K8S_VERSION.removeprefix("v").split(".")[1]
     if tool.name == "etcd":
         tool.ldflags = [f"-X go.etcd.io/etcd/api/v3/version.GitSHA={commit[:7]}"] if commit else []
-    elif tool.name == "k8s":
+    elif tool.name in ("k8s", "k8s-node"):
         released = json.loads(Path(info["Info"]).read_text()).get("Time", "")
         tool.ldflags = k8s_version_ldflags(tool.version, commit, released)
         tool.replaces = staging_replaces(Path(info["GoMod"]).read_text(), tool.version)
+    elif tool.name == "coredns":
+        tool.ldflags = [f"-X github.com/coredns/coredns/coremain.GitCommit={commit[:7]}"] if commit else []
     elif tool.name == "kwok":
         tool.ldflags = [f"-X sigs.k8s.io/kwok/pkg/consts.Version={tool.version}",
                         f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={K8S_VERSION}"]

@@ -63,7 +63,8 @@ class Pki:
     sa_public_key: bytes
 
 
-def build_pki() -> Pki:
+def build_pki(extra_ips: list[str] = ()) -> Pki:
+    """Everything for one cluster; `extra_ips` are more addresses the API server is reached at."""
     ca_key = _key()
     ca_name = _name("cachedmodel-test-ca")
     ca = (_builder(ca_name, ca_name, ca_key.public_key())
@@ -85,7 +86,7 @@ def build_pki() -> Pki:
 
     sans = x509.SubjectAlternativeName(
         [x509.DNSName(n) for n in API_SERVER_NAMES]
-        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", SERVICE_IP)])
+        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(("127.0.0.1", SERVICE_IP, *extra_ips))])
     server, server_key = leaf(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
     admin, admin_key = leaf(_name("cachedmodel-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, None)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

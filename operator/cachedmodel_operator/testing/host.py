@@ -1,0 +1,119 @@
+"""Changes to the host that a real-pods test run makes, each recorded with its undo, undone in reverse.
+
+Why: a run brings up a bridge, routes, firewall rules, sysctls, cgroups and mounts; a test run must
+leave the machine as it found it, also when it fails half way. Every change goes through
+`HostChanges`, which runs the change and remembers how to take it back; `restore()` undoes
+everything (best effort, newest first) and reports what it could not undo.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+RULE_COMMENT = "cachedmodel-pods"  # marks every iptables rule we add, so a stale one can be found
+
+
+def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {result.returncode}: {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def read_sysctl(name: str) -> str:
+    return Path("/proc/sys", *name.split(".")).read_text().strip()
+
+
+def write_sysctl(name: str, value: str) -> None:
+    Path("/proc/sys", *name.split(".")).write_text(f"{value}\n")
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below `root`, deepest first (the order to unmount them)."""
+    targets = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        target = line.split()[4].replace("\\040", " ")
+        if target == str(root) or target.startswith(f"{root}/"):
+            targets.append(target)
+    return sorted(set(targets), key=len, reverse=True)
+
+
+def unmount_all(root: Path) -> list[str]:
+    """Lazily unmount everything below `root` (netns, shm, overlay, volumes); return what was unmounted."""
+    done = []
+    for target in mounts_under(root):
+        if run("umount", "-l", target, check=False).returncode == 0:
+            done.append(target)
+    return done
+
+
+def remove_cgroups(name: str) -> list[str]:
+    """rmdir the cgroup `name` (e.g. kubepods) in every cgroup v1 hierarchy, deepest directories first."""
+    removed = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / name
+        if not top.is_dir():
+            continue
+        # a cgroup directory goes with rmdir once it has no tasks and no child cgroups (control files stay)
+        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+        try:
+            top.rmdir()
+            removed.append(str(top))
+        except OSError:
+            pass
+    return removed
+
+
+@dataclass
+class HostChanges:
+    """An undo log: `apply(describe, do, undo)` runs `do` and remembers `undo`."""
+
+    undo: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
+
+    def apply(self, description: str, do: Callable[[], object], undo: Callable[[], object]) -> None:
+        do()
+        self.undo.append((description, undo))
+
+    def on_restore(self, description: str, undo: Callable[[], object]) -> None:
+        """Something to undo that was changed by another program (kubelet, kube-proxy)."""
+        self.undo.append((description, undo))
+
+    def sysctl(self, name: str, value: str) -> None:
+        original = read_sysctl(name)
+        self.apply(f"sysctl {name}={value}", lambda: write_sysctl(name, value), lambda: write_sysctl(name, original))
+
+    def keep_sysctls(self, names: list[str]) -> None:
+        """Restore these sysctls afterwards, whoever changes them (the kubelet sets kernel.panic & co)."""
+        for name in names:
+            original = read_sysctl(name)
+            self.on_restore(f"sysctl {name} back to {original}", lambda n=name, v=original: write_sysctl(n, v))
+
+    def iptables_rule(self, table: str, chain: str, *rule: str) -> None:
+        spec = [*rule, "-m", "comment", "--comment", RULE_COMMENT]
+        self.apply(f"iptables -t {table} -I {chain} {' '.join(rule)}",
+                   lambda: run("iptables", "-w", "-t", table, "-I", chain, "1", *spec),
+                   lambda: run("iptables", "-w", "-t", table, "-D", chain, *spec, check=False))
+
+    def restore(self) -> list[str]:
+        """Undo everything, newest first; return the descriptions of undos that failed."""
+        failed = []
+        while self.undo:
+            description, undo = self.undo.pop()
+            try:
+                undo()
+            except Exception as error:  # noqa: BLE001 - keep undoing the rest
+                failed.append(f"{description}: {error}")
+        return failed
+
+
+def stale_rules(table: str = "filter") -> list[list[str]]:
+    """Our iptables rules left by a run that died (found by their comment), as -D argument lists."""
+    listed = run("iptables", "-w", "-t", table, "-S", check=False).stdout.splitlines() if shutil.which("iptables") else []
+    return [line.split()[1:] for line in listed if line.startswith("-A ") and RULE_COMMENT in line]
