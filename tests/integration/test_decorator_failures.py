@@ -260,16 +260,44 @@ def test_an_async_burst_bigger_than_the_pool_waits_for_a_connection(redis_server
 
     async def burst():
         try:
-            return await asyncio.gather(*(decorator.aget_cached(data) for _ in range(60)))
+            outputs = await asyncio.gather(*(decorator.aget_cached(data) for _ in range(60)))
+            return outputs, clients(redis_server)  # before aclose() closes them
         finally:
             await decorator.aclose()
 
-    outputs = asyncio.run(burst())
+    outputs, connections = asyncio.run(burst())
     assert all(output == model.predict(data) for output in outputs)
     assert all_errors(name) == 0 and bypasses(name) == 0 and decorator.circuit_state == "closed"
     assert metric("cachedmodel_cache_hits_total", model=name, tier="redis") == 60
+    assert connections - sync_connections <= 3
     decorator.close()
-    del sync_connections
+
+
+def test_pools_are_bounded_by_default(redis_server):
+    """Without max_connections the async pool grew to one connection per concurrent lookup (110 after a
+    burst): every pool now has a bound by default (50, redis-py's BlockingConnectionPool default)."""
+    import asyncio
+
+    name = "default_bound_model"
+    model = InsuranceLikeModel(qualified_name=name)
+    # generous timeouts: 50 connects at once on a busy test machine can exceed the 0.25 s default
+    decorator = RedisCachingDecorator(model, url=redis_server.url, socket_connect_timeout=2.0, pool_timeout=5.0)
+    assert decorator.options.max_connections == 50
+    data = sample_input()
+    decorator.predict(data)
+    sync_connections = clients(redis_server)
+
+    async def burst():
+        try:
+            outputs = await asyncio.gather(*(decorator.aget_cached(data) for _ in range(120)))
+            return outputs, clients(redis_server)
+        finally:
+            await decorator.aclose()
+
+    outputs, connections = asyncio.run(burst())
+    assert all(output is not None for output in outputs) and all_errors(name) == 0
+    assert connections - sync_connections <= 50, connections
+    decorator.close()
 
 
 def test_an_exhausted_pool_is_a_counted_bypass_and_never_trips_the_breaker(redis_server):
