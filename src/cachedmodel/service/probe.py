@@ -8,7 +8,8 @@ It runs every 10 seconds, so it must cost next to nothing: it imports only `os`,
 because importing the package would first import cachedmodel and cachedmodel.service (redis,
 pydantic, FastAPI, rest-model-service: ~0.5 s CPU and ~55 MB each time). HEALTHCHECK_COMMAND is the
 exact Dockerfile command: it finds this file with importlib.util.find_spec('cachedmodel'), which
-locates the package without importing it, and runs it with runpy.
+locates the package without importing it, and runs it with runpy; -I keeps the working directory and
+PYTHON* variables out, -B writes no bytecode (what PYTHONDONTWRITEBYTECODE does for the service).
 """
 import os
 import socket
@@ -18,7 +19,7 @@ PATHS = {"ready": "/api/health/ready", "startup": "/api/health/startup", "health
 TIMEOUT_SECONDS = 3.0
 
 HEALTHCHECK_COMMAND = [
-    "python", "-I", "-c",
+    "python", "-I", "-B", "-c",
     "import importlib.util as u, runpy; runpy.run_path(u.find_spec('cachedmodel').submodule_search_locations[0]"
     " + '/service/probe.py', run_name='__main__')",
     "ready"]
