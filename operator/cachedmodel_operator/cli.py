@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
+import re
 import sys
 
 import yaml
@@ -27,15 +29,177 @@ def _str(dumper: yaml.SafeDumper, value: str):
 _Dumper.add_representer(str, _str)
 
 
+# -- reading a CachedModel file: bounded, strict, and with one clear message for every way it can be wrong
+MAX_FILE_BYTES = 3 * 1024 * 1024  # the API server refuses request bodies above 3 MiB
+MAX_DEPTH = 32  # a CachedModel nests at most 8 levels (spec.model.env[0].valueFrom.secretKeyRef.key)
+MAX_NODES = 50_000  # bounds time (~30 us each) and memory (~1 KiB each); a big CachedModel has ~1,000
+MAX_DOCUMENTS = 100
+MAX_INT_DIGITS = 100  # far beyond int64; Python refuses to convert more than 4,300 digits anyway
+MAX_REPORTED = 20  # error lines printed; the rest are counted
+_JSON_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")}
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# Characters YAML forbids (PyYAML's Reader check): found here first to report them by line and column.
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+_BOMS = [(codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),  # before UTF-16: FF FE 00 00
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")]
+
+
+class _Refused(yaml.YAMLError):
+    """Something the loader refuses, at a field path and a position of the file."""
+
+    def __init__(self, path: list, message: str, mark):
+        super().__init__(message)
+        self.path = path if isinstance(path, str) else list(path)  # a copy: the loader pops its path
+        self.message, self.mark = message, mark
+
+    def __str__(self) -> str:
+        path = self.path if isinstance(self.path, str) else schema.field_path(self.path)
+        return f"{path}: {self.message} (line {self.mark.line + 1}, column {self.mark.column + 1})"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that gives what the API server decodes (JSON), refusing what it refuses and what could blow up.
+
+    Duplicate keys are refused (kubectl's default strict field validation refuses them too, where PyYAML
+    would silently keep the last); aliases and merge keys are refused, so that no alias bomb can expand;
+    nesting depth and node count are limited before PyYAML's recursive composer could exhaust the stack or
+    memory; keys must be strings and tags JSON types; timestamps stay strings, as JSON has none.
+    """
+
+    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._path: list = []
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(self._path, f"YAML alias *{event.anchor[:40]} is not allowed: "
+                           f"write the value out", event.start_mark)
+        if parent is None:
+            part = None
+        elif index is None:
+            part = "<key>"
+        elif isinstance(index, yaml.Node):
+            part = index.value
+        else:
+            part = index
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(self._path, f"more than {MAX_NODES} YAML nodes in the file: too big for a CachedModel",
+                           event.start_mark)
+        if part is not None:
+            self._path.append(part)
+        try:
+            if len(self._path) > MAX_DEPTH:
+                raise _Refused(schema.field_path(self._path[:8]) + "...", f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            node = super().compose_node(parent, index)
+            if node.tag not in _JSON_TAGS and part != "<key>":  # keys: checked by compose_mapping_node
+                raise _Refused(self._path, f"tag {schema.short(node.tag, 60)} is not allowed (only strings, "
+                               f"numbers, booleans, null, mappings and lists)", node.start_mark)
+            if node.tag.endswith(":int") and len(node.value) > MAX_INT_DIGITS:
+                raise _Refused(self._path, f"integer of {len(node.value)} digits is too large", node.start_mark)
+            return node
+        finally:
+            if part is not None:
+                self._path.pop()
+
+    def compose_mapping_node(self, anchor):
+        start = self.get_event()
+        tag = start.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.MappingNode, None, start.implicit)
+        node = yaml.MappingNode(tag, [], start.start_mark, None, flow_style=start.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        first_line: dict[str, int] = {}
+        while not self.check_event(yaml.MappingEndEvent):
+            key = self.compose_node(node, None)
+            if key.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(self._path, "YAML merge keys (<<) are not allowed: write the fields out",
+                               key.start_mark)
+            if not isinstance(key, yaml.ScalarNode) or key.tag != "tag:yaml.org,2002:str":
+                shown = key.value if isinstance(key, yaml.ScalarNode) else "a " + key.id
+                raise _Refused(self._path, f"keys must be strings, got {schema.short(shown, 40)} (quote it)",
+                               key.start_mark)
+            if key.value in first_line:
+                raise _Refused(self._path + [key.value], f"duplicate key (first at line {first_line[key.value]})",
+                               key.start_mark)
+            first_line[key.value] = key.start_mark.line + 1
+            node.value.append((key, self.compose_node(node, key)))
+        node.end_mark = self.get_event().end_mark
+        return node
+
+
+def _position(text, offset: int) -> str:
+    newline = "\n" if isinstance(text, str) else b"\n"
+    line = text.count(newline, 0, offset) + 1
+    return f"line {line}, column {offset - (text.rfind(newline, 0, offset) + 1) + 1}"
+
+
+def decode(data: bytes, source: str) -> str:
+    """UTF-8 text, with or without a byte order mark; any other encoding is refused, saying which it looks like."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise schema.InvalidCachedModel([f"{source}: file is {encoding} text (byte order mark {bom.hex(' ')}): "
+                                             f"save it as UTF-8"])
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise schema.InvalidCachedModel([f"{source}: {_position(data, error.start)}: not UTF-8 text (byte "
+                                         f"0x{data[error.start]:02x}); save the file as UTF-8"]) from None
+    bad = _NON_PRINTABLE.search(text)
+    if bad and bad.group() == "\x00":
+        raise schema.InvalidCachedModel([f"{source}: {_position(text, bad.start())}: NUL character: not a UTF-8 text "
+                                         f"file (binary, or UTF-16/32 without a byte order mark?)"])
+    if bad:
+        raise schema.InvalidCachedModel([f"{source}: {_position(text, bad.start())}: control character "
+                                         f"U+{ord(bad.group()):04X} is not allowed in YAML"])
+    return text
+
+
+def load_documents(text: str, source: str = "<input>") -> list:
+    """The non-empty YAML documents of `text`, loaded by StrictLoader; errors name the line and the field."""
+    loader = StrictLoader(text)
+    documents = []
+    try:
+        while loader.check_node():
+            document = loader.construct_document(loader.get_node())
+            if document is None:
+                continue
+            if len(documents) == MAX_DOCUMENTS:
+                raise schema.InvalidCachedModel([f"{source}: more than {MAX_DOCUMENTS} documents: render at most "
+                                                 f"{MAX_DOCUMENTS} CachedModels per file"])
+            documents.append(document)
+    except _Refused as error:
+        raise schema.InvalidCachedModel([f"{source}: {error}"]) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({error.context})" if error.context and error.problem else ""
+        raise schema.InvalidCachedModel([f"{source}: not valid YAML: {where}{error.problem or error.context}"
+                                         f"{context}"]) from None
+    except yaml.YAMLError as error:
+        raise schema.InvalidCachedModel([f"{source}: not valid YAML: {schema.short(str(error), 200)}"]) from None
+    finally:
+        loader.dispose()
+    return documents
+
+
 def render_text(text: str, namespace: str | None = None, source: str = "<input>") -> str:
     """CachedModel YAML (one or more documents) -> the manifests as multi-document YAML."""
-    out = []
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise schema.InvalidCachedModel([f"{source}: not valid YAML: {error}"]) from None
+    if namespace is not None:
+        reason = schema.dns_1123_label_error(namespace)
+        if reason:
+            raise schema.InvalidCachedModel([f"--namespace: {reason}"])
+    documents = load_documents(text, source)
     if not documents:
         raise schema.InvalidCachedModel([f"{source}: no CachedModel found"])
+    out = []
     for index, document in enumerate(documents):
         try:
             body = schema.validate(document)
@@ -48,18 +212,40 @@ def render_text(text: str, namespace: str | None = None, source: str = "<input>"
     return "---\n" + "---\n".join(out)
 
 
+def _print_errors(errors: list[str]) -> None:
+    """One line per problem, at most MAX_REPORTED, with control characters from the file escaped."""
+    for error in errors[:MAX_REPORTED]:
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in error)
+        print(f"error: {line[:1000]}", file=sys.stderr)
+    if len(errors) > MAX_REPORTED:
+        print(f"error: ... and {len(errors) - MAX_REPORTED} more problems", file=sys.stderr)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     source = "<stdin>" if args.file == "-" else args.file
-    try:
-        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
-    except OSError as error:
-        print(f"error: cannot read {source}: {error.strerror}", file=sys.stderr)
+    if args.namespace is not None and schema.dns_1123_label_error(args.namespace):
+        _print_errors([f"--namespace: {schema.dns_1123_label_error(args.namespace)}"])
         return 2
     try:
-        sys.stdout.write(render_text(text, args.namespace, source))
-    except schema.InvalidCachedModel as error:
-        print(f"error: {error}", file=sys.stderr)
+        if args.file == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(args.file, "rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        _print_errors([f"cannot read {source}: {error.strerror or error}"])
+        return 2
+    if len(data) > MAX_FILE_BYTES:
+        _print_errors([f"{source}: file larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (the API server's limit "
+                       f"for a request)"])
         return 1
+    try:
+        output = render_text(decode(data, source), args.namespace, source)
+    except schema.InvalidCachedModel as error:
+        _print_errors(error.errors)
+        return 1
+    sys.stdout.write(output)
+    sys.stdout.flush()
     return 0
 
 

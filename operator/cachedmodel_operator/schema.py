@@ -11,7 +11,7 @@ import copy
 import functools
 import re
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import jsonschema
 import yaml
@@ -108,59 +108,254 @@ def _strict(schema: Any) -> Any:
 @functools.cache
 def _validator() -> jsonschema.Draft4Validator:
     schema = _strict(openapi_schema())
-    # metadata is validated by the API server itself, not by the CRD schema
-    schema["properties"]["metadata"] = {"type": "object"}
+    # metadata is ObjectMeta, validated by the API server itself (here: metadata_errors), not by the CRD schema
+    schema["properties"]["metadata"] = {}
     return jsonschema.Draft4Validator(schema)
 
 
-def _path(parts: Iterator[Any]) -> str:
+# -- messages: one line each, naming the field, never echoing more than a short excerpt of the input
+_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,99}$")
+_KINDS = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+          "number": "a number", "boolean": "a boolean", "null": "null"}
+
+
+def field_path(parts: Iterable[Any]) -> str:
+    """'spec.model.env[0].name' for the parts of a path; odd keys quoted so that they cannot fake a path."""
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        elif isinstance(part, str) and _SIMPLE_KEY.match(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{short(part, 40)}]"
+    return text or "<root>"
+
+
+def _path(parts: Iterable[Any]) -> str:  # kept for callers of the old name
+    return field_path(parts)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr of a value cut to `limit` characters, so a 2 MiB string is not echoed back."""
+    text = repr(value)
+    if len(text) > limit:
+        size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+        text = text[:limit] + "..." + size
     return text
+
+
+def kind_of(value: Any) -> str:
+    """'a string', 'an integer', ... in JSON's words (a Python dict is a mapping, a bool is not an int)."""
+    for kind, types in (("null", type(None)), ("boolean", bool), ("integer", int), ("number", float),
+                        ("string", str), ("object", dict), ("array", list)):
+        if isinstance(value, types):
+            return _KINDS[kind]
+    return type(value).__name__
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    validator, expected, instance = error.validator, error.validator_value, error.instance
+    if validator == "type":
+        kinds = " or ".join(_KINDS.get(kind, kind) for kind in ([expected] if isinstance(expected, str) else expected))
+        got = kind_of(instance)
+        return f"must be {kinds}, got {got}" + ("" if isinstance(instance, (dict, list)) else f" {short(instance)}")
+    if validator == "enum":
+        return f"must be one of {', '.join(map(str, expected))}, got {short(instance)}"
+    if validator == "pattern":
+        return f"must match {short(expected, 120)}, got {short(instance)}"
+    if validator in ("maxLength", "minLength"):
+        return f"must be at {'most' if validator == 'maxLength' else 'least'} {expected} characters, got {len(instance)}"
+    if validator in ("maxItems", "minItems"):
+        return f"must have at {'most' if validator == 'maxItems' else 'least'} {expected} items, got {len(instance)}"
+    if validator in ("minimum", "maximum"):
+        exclusive = error.schema.get("exclusiveMinimum" if validator == "minimum" else "exclusiveMaximum")
+        relation = (">" if validator == "minimum" else "<") + ("" if exclusive else "=")
+        return f"must be {relation} {expected}, got {short(instance)}"
+    if validator == "anyOf":
+        return "must be an integer or a string"
+    return short(error.message, 200)
 
 
 def schema_errors(obj: dict) -> list[str]:
     """OpenAPI schema violations as 'field.path: message'."""
     errors = []
     for error in sorted(_validator().iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
-        path = _path(error.absolute_path) or "<root>"
+        parts = list(error.absolute_path)
         if error.validator == "additionalProperties":
-            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-            errors.extend(f"{path}.{name}: field not declared in schema" for name in unknown)
+            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})), key=str)
+            errors.extend(f"{field_path(parts + [name])}: field not declared in schema" for name in unknown)
         elif error.validator == "required":
-            missing = re.findall(r"'([^']+)' is a required property", error.message)
-            errors.extend(f"{path}.{name}: Required value" for name in missing)
-        elif error.validator == "anyOf":
-            errors.append(f"{path}: must be an integer or a string")
+            missing = [name for name in error.validator_value if name not in error.instance]
+            errors.extend(f"{field_path(parts + [name])}: Required value" for name in missing)
         else:
-            errors.append(f"{path}: {error.message}")
+            errors.append(f"{field_path(parts)}: {_message(error)}")
     return errors
 
 
-def cross_field_errors(obj: dict) -> list[str]:
-    """The CRD's CEL rules (x-kubernetes-validations), stated in Python for objects already defaulted."""
+# -- ObjectMeta, as the API server validates it for a create (apimachinery's ValidateObjectMeta)
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+TOTAL_ANNOTATION_SIZE = 256 * 1024
+STANDARD_FINALIZERS = ("kubernetes", "orphan", "foregroundDeletion")
+# ObjectMeta fields and their JSON types; null is "unset" for each (as JSON decoding into Go makes it)
+OBJECT_META = {
+    "name": str, "generateName": str, "namespace": str, "uid": str, "resourceVersion": str, "selfLink": str,
+    "generation": int, "creationTimestamp": str, "deletionTimestamp": str, "deletionGracePeriodSeconds": int,
+    "labels": dict, "annotations": dict, "finalizers": list, "ownerReferences": list, "managedFields": list,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "a mapping", list: "a list"}
+OWNER_REFERENCE = {"apiVersion": str, "kind": str, "name": str, "uid": str, "controller": bool,
+                   "blockOwnerDeletion": bool}
+
+
+def dns_1123_label_error(value: Any) -> str | None:
+    """Why `value` is not a namespace name (a DNS-1123 label), or None."""
+    if not isinstance(value, str):
+        return f"must be a string, got {kind_of(value)} {short(value)}"
+    if not DNS_1123_LABEL.match(value) or len(value) > 63:
+        return (f"must be a DNS-1123 label (at most 63 lower case letters, digits and '-', starting and ending "
+                f"with a letter or digit), got {short(value)}")
+    return None
+
+
+def qualified_name_error(value: str) -> str | None:
+    """Why `value` is not a label/annotation key ([prefix/]name: a DNS subdomain and a 63-character name)."""
+    prefix, slash, name = value.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not DNS_1123_SUBDOMAIN.match(prefix)):
+        return "prefix part must be a lower case DNS-1123 subdomain of at most 253 characters"
+    if "/" in prefix:
+        return "must be [prefix/]name with at most one '/'"
+    if not name:
+        return "name part must be non-empty"
+    if len(name) > 63:
+        return "name part must be no more than 63 characters"
+    if not _QUALIFIED_NAME.match(name):
+        return ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                "with an alphanumeric character")
+    return None
+
+
+def _string_map_errors(name: str, value: dict) -> Iterator[tuple[str, str, str]]:
+    """(key, value as text, error or '') for each entry of metadata.<name>; null counts as '' like in Go."""
+    for key, item in value.items():
+        if not isinstance(key, str):
+            yield "", "", f"metadata.{name}: Invalid value: {short(key)}: keys must be strings"
+        elif item is not None and not isinstance(item, str):
+            yield key, "", (f"{field_path(['metadata', name, key])}: must be a string, got {kind_of(item)}"
+                            + ("" if isinstance(item, (dict, list)) else f" {short(item)} (quote it)"))
+        else:
+            yield key, item or "", ""
+
+
+def metadata_errors(meta: Any) -> list[str]:
+    """The API server's checks of metadata: types, name present, namespace, labels, annotations, finalizers."""
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        return [f"metadata: must be a mapping, got {kind_of(meta)}"]
     errors = []
-    name = (obj.get("metadata") or {}).get("name", "")
-    if not DNS_1035.match(name or "") or len(name) > MAX_NAME_LENGTH:
-        errors.append(f"metadata.name: must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters, got {name!r}")
-    if isinstance(name, str) and name.endswith(RESERVED_NAME_SUFFIXES):
-        errors.append(f"metadata.name: must not end with {' or '.join(RESERVED_NAME_SUFFIXES)}: CachedModel <x> "
-                      f"already names its Redis Service <x>-redis, ConfigMap <x>-redis-config and headless Service "
-                      f"<x>-redis-headless, got {name!r}")
-    spec = obj.get("spec") or {}
-    model, cache, redis = spec.get("model") or {}, spec.get("cache") or {}, spec.get("redis") or {}
-    env = model.get("env") or []
+    for key in sorted(set(meta) - set(OBJECT_META), key=str):
+        errors.append(f"{field_path(['metadata', key])}: field not declared in schema")
+    for key, expected in OBJECT_META.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+            errors.append(f"metadata.{key}: must be {_TYPE_NAMES[expected]}, got {kind_of(value)}"
+                          + ("" if isinstance(value, (dict, list)) else f" {short(value)}"))
+    if errors:
+        return errors
+    if not meta.get("name"):
+        extra = " (render cannot make up a name from generateName)" if meta.get("generateName") else ""
+        errors.append(f"metadata.name: Required value{extra}")
+    if meta.get("namespace") is not None:
+        reason = dns_1123_label_error(meta["namespace"])
+        if reason:
+            errors.append(f"metadata.namespace: {reason}")
+    for key in ("generation", "deletionGracePeriodSeconds"):
+        if (meta.get(key) or 0) < 0:
+            errors.append(f"metadata.{key}: must be greater than or equal to 0")
+    for key, value, error in _string_map_errors("labels", meta.get("labels") or {}):
+        reason = qualified_name_error(key) if not error else None
+        if error or reason:
+            errors.append(error or f"metadata.labels: Invalid value: {short(key)}: {reason}")
+        elif len(value) > 63 or not _LABEL_VALUE.match(value):
+            errors.append(f"{field_path(['metadata', 'labels', key])}: Invalid value: {short(value)}: a label value "
+                          f"must be at most 63 characters: alphanumeric, '-', '_' or '.', starting and ending with an "
+                          f"alphanumeric")
+    size = 0
+    for key, value, error in _string_map_errors("annotations", meta.get("annotations") or {}):
+        reason = qualified_name_error(key.lower()) if not error else None
+        if error or reason:
+            errors.append(error or f"metadata.annotations: Invalid value: {short(key)}: {reason}")
+        size += len(key.encode("utf-8", "replace")) + len(value.encode("utf-8", "replace"))
+    if size > TOTAL_ANNOTATION_SIZE:
+        errors.append(f"metadata.annotations: Too long: must have at most {TOTAL_ANNOTATION_SIZE} bytes, got {size}")
+    for index, finalizer in enumerate(meta.get("finalizers") or []):
+        if not isinstance(finalizer, str):
+            reason = f"must be a string, got {kind_of(finalizer)}"
+        elif "/" not in finalizer and finalizer not in STANDARD_FINALIZERS:
+            reason = "name is neither a standard finalizer name nor is it fully qualified"
+        else:
+            reason = qualified_name_error(finalizer)
+        if reason:
+            errors.append(f"metadata.finalizers[{index}]: Invalid value: {short(finalizer)}: {reason}")
+    for index, owner in enumerate(meta.get("ownerReferences") or []):
+        if not isinstance(owner, dict):
+            errors.append(f"metadata.ownerReferences[{index}]: must be a mapping, got {kind_of(owner)}")
+            continue
+        for key, expected in OWNER_REFERENCE.items():
+            if owner.get(key) is not None and not isinstance(owner[key], expected):
+                errors.append(f"metadata.ownerReferences[{index}].{key}: must be {_TYPE_NAMES[expected]}, "
+                              f"got {kind_of(owner[key])}")
+            elif expected is str and not owner.get(key):
+                errors.append(f"metadata.ownerReferences[{index}].{key}: Required value")
+    for index, entry in enumerate(meta.get("managedFields") or []):
+        if not isinstance(entry, dict):
+            errors.append(f"metadata.managedFields[{index}]: must be a mapping, got {kind_of(entry)}")
+    return errors
+
+
+def _mapping(parent: Any, key: str) -> dict:
+    """parent[key] if it is a mapping, else {} (a wrong type is reported by the schema, not here)."""
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def cross_field_errors(obj: dict) -> list[str]:
+    """The CRD's CEL rules (x-kubernetes-validations), stated in Python for objects already defaulted.
+
+    Each rule checks the types it relies on itself, so that one wrong-typed field never silently skips the
+    other rules (the wrong type is reported by schema_errors or metadata_errors).
+    """
+    errors = []
+    name = _mapping(obj, "metadata").get("name")
+    if isinstance(name, str) and name:  # missing or not a string: reported by metadata_errors
+        if not DNS_1035.match(name) or len(name) > MAX_NAME_LENGTH:
+            errors.append(f"metadata.name: must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+                          f"(lower case letters, digits and '-', starting with a letter), got {short(name)}")
+        if name.endswith(RESERVED_NAME_SUFFIXES):
+            errors.append(f"metadata.name: must not end with {' or '.join(RESERVED_NAME_SUFFIXES)}: CachedModel <x> "
+                          f"already names its Redis Service <x>-redis, ConfigMap <x>-redis-config and headless "
+                          f"Service <x>-redis-headless, got {short(name)}")
+    spec = _mapping(obj, "spec")
+    model, cache, redis = _mapping(spec, "model"), _mapping(spec, "cache"), _mapping(spec, "redis")
+    env = model.get("env") if isinstance(model.get("env"), list) else []
+    env_names = []
     for index, item in enumerate(env):
-        if item.get("name") in RESERVED_ENV:
+        if not isinstance(item, dict):
+            continue
+        env_names.append((index, item.get("name")))
+        if isinstance(item.get("name"), str) and item["name"] in RESERVED_ENV:
             errors.append(f"spec.model.env[{index}].name: {item['name']} is set by the operator "
                           f"(reserved: {', '.join(RESERVED_ENV)})")
         if "value" in item and "valueFrom" in item:
             errors.append(f"spec.model.env[{index}]: takes value or valueFrom, not both")
-    errors += _duplicates("spec.model.env", [item.get("name") for item in env])
-    errors += _duplicates("spec.cache.hashingFields", cache.get("hashingFields") or [])
-    reduced = cache.get("reducedPrecision") or {}
-    errors += _duplicates("spec.cache.reducedPrecision.fields", reduced.get("fields") or [])
+    errors += _duplicates("spec.model.env", env_names)
+    errors += _duplicates("spec.cache.hashingFields", _indexed(cache.get("hashingFields")))
+    reduced = _mapping(cache, "reducedPrecision")
+    errors += _duplicates("spec.cache.reducedPrecision.fields", _indexed(reduced.get("fields")))
     if reduced.get("fields") and "numberOfPlaces" not in reduced:
         errors.append("spec.cache.reducedPrecision.numberOfPlaces: Required value when "
                       "spec.cache.reducedPrecision.fields is set")
@@ -168,37 +363,50 @@ def cross_field_errors(obj: dict) -> list[str]:
         clash = [field for field in MANAGED_REDIS_FIELDS if field in redis]
         if clash:
             errors.append(f"spec.redis.external: cannot be combined with managed Redis fields ({', '.join(clash)})")
-    policy = redis.get("maxmemoryPolicy", "")
-    if isinstance(policy, str) and policy.startswith("volatile-") and not (cache.get("ttlSeconds") or 0) > 0:
+    policy, ttl = redis.get("maxmemoryPolicy"), cache.get("ttlSeconds")
+    ttl_set = isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0
+    if isinstance(policy, str) and policy.startswith("volatile-") and not ttl_set:
         errors.append("spec.redis.maxmemoryPolicy: volatile-* only evicts keys that expire: "
                       "set spec.cache.ttlSeconds > 0 or use an allkeys-* policy")
     return errors
 
 
-def _duplicates(path: str, values: list) -> list[str]:
+def _indexed(values: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(values)) if isinstance(values, list) else []
+
+
+def _duplicates(path: str, values: list[tuple[int, Any]]) -> list[str]:
+    """x-kubernetes-list-type set/map: a value (a string; other types are schema errors) given twice."""
     seen, errors = set(), []
-    for index, value in enumerate(values):
+    for index, value in values:
+        if not isinstance(value, str):
+            continue
         if value in seen:
-            errors.append(f"{path}[{index}]: Duplicate value: {value!r}")
+            errors.append(f"{path}[{index}]: Duplicate value: {short(value)}")
         seen.add(value)
     return errors
 
 
 def validate(obj: dict) -> dict:
-    """Default and validate a CachedModel like the API server; returns the defaulted copy or raises."""
+    """Default and validate a CachedModel like the API server; returns the defaulted copy or raises.
+
+    `status` is dropped first, as the API server drops it on create and update (it is written only through
+    the status subresource), so a file saved with `kubectl get -o yaml` renders like the object itself.
+    """
     if not isinstance(obj, dict):
-        raise InvalidCachedModel([f"<root>: expected a mapping, got {type(obj).__name__}"])
+        raise InvalidCachedModel([f"<root>: must be a mapping (a CachedModel), got {kind_of(obj)}"])
     errors = []
     if obj.get("apiVersion") != API_VERSION:
-        errors.append(f"apiVersion: must be {API_VERSION}, got {obj.get('apiVersion')!r}")
+        errors.append(f"apiVersion: must be {API_VERSION}, got {short(obj.get('apiVersion'))}")
     if obj.get("kind") != KIND:
-        errors.append(f"kind: must be {KIND}, got {obj.get('kind')!r}")
+        errors.append(f"kind: must be {KIND}, got {short(obj.get('kind'))}")
+    if errors:  # another kind of object: the rest of this schema does not apply to it
+        raise InvalidCachedModel(errors)
+    obj = {key: value for key, value in obj.items() if key != "status"}
+    errors += metadata_errors(obj.get("metadata"))
     defaulted = apply_defaults(obj)
     errors += schema_errors(defaulted)
-    try:
-        errors += cross_field_errors(defaulted)
-    except (TypeError, AttributeError, KeyError):  # wrong shapes are already reported by the schema
-        pass
+    errors += cross_field_errors(defaulted)
     if errors:
         raise InvalidCachedModel(errors)
     return defaulted

@@ -193,3 +193,53 @@ def test_external_url_admission_agrees_with_the_decorator(url):
     except schema.InvalidCachedModel:
         schema_accepts = False
     assert schema_accepts == decorator_accepts, f"{url}: CRD accepts={schema_accepts}, decorator={decorator_accepts}"
+
+
+def test_a_wrong_typed_name_does_not_skip_the_other_rules():
+    """A name that is not a string used to raise inside the CEL twins, which skipped all of them: accepted."""
+    obj = with_spec(metadata={"name": 123}, redis={"maxmemoryPolicy": "volatile-lru"},
+                    model={"env": [{"name": "PORT", "value": "1"}]})
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(obj)
+    fields = {error.split(":")[0] for error in caught.value.errors}
+    assert {"metadata.name", "spec.redis.maxmemoryPolicy", "spec.model.env[0].name"} <= fields, caught.value.errors
+
+
+def test_an_unhashable_list_item_does_not_skip_the_duplicate_rules():
+    obj = with_spec(cache={"hashingFields": [["age"], "bmi", "bmi"]})
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(obj)
+    assert "spec.cache.hashingFields[2]: Duplicate value: 'bmi'" in caught.value.errors
+    assert any(error.startswith("spec.cache.hashingFields[0]: must be a string") for error in caught.value.errors)
+
+
+@pytest.mark.parametrize("metadata,field", [
+    ({"name": "ic", "namespace": "Prod"}, "metadata.namespace"),
+    ({"name": "ic", "labels": {"app": 1}}, "metadata.labels.app"),
+    ({"name": "ic", "labels": {"a/b/c": "x"}}, "metadata.labels"),
+    ({"name": "ic", "annotations": {"note": False}}, "metadata.annotations.note"),
+    ({"name": "ic", "finalizers": ["keep"]}, "metadata.finalizers[0]"),
+    ({"name": "ic", "ownerReferences": [{"kind": "X"}]}, "metadata.ownerReferences[0].apiVersion"),
+    ({"name": "ic", "generation": -1}, "metadata.generation"),
+    ({"name": "ic", "nmae": "x"}, "metadata.nmae"),
+])
+def test_metadata_is_validated_like_the_api_server(metadata, field):
+    obj = copy.deepcopy(BASE)
+    obj["metadata"] = metadata
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(obj)
+    assert any(error.startswith(field + ":") for error in caught.value.errors), caught.value.errors
+
+
+def test_status_is_ignored_like_the_api_server_ignores_it():
+    """Create and update drop status (it is written through the status subresource), so a file saved with
+    `kubectl get -o yaml` validates; its timestamps (or any shape) there must not refuse it."""
+    obj = copy.deepcopy(BASE)
+    obj["status"] = {"conditions": "whatever", "observedGeneration": "x"}
+    assert "status" not in schema.validate(obj)
+
+
+def test_messages_do_not_echo_huge_values():
+    with pytest.raises(schema.InvalidCachedModel) as caught:
+        schema.validate(with_spec(model={"image": "x" * 100_000, "classPath": "y " * 50_000}))
+    assert all(len(error) < 400 for error in caught.value.errors), [len(e) for e in caught.value.errors]
