@@ -12,8 +12,9 @@ ValueError, decode raises DecodeError): a JSON response cannot carry them, so an
 could never be served (issue 9).
 
 Types JSON/MessagePack lack are stored in their JSON form (enum -> value, datetime -> ISO 8601,
-Decimal/UUID -> str, tuple/set -> list, nested model -> dict keyed by field NAME, never by alias;
-anything else pydantic knows -> pydantic_core.to_jsonable_python); the output schema restores them.
+Decimal/UUID -> str, tuple/set -> list, nested model -> its raw field values keyed by field NAME (never
+by alias; extras included), nested RootModel -> its root; anything else pydantic knows ->
+pydantic_core.to_jsonable_python); the output schema restores them.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Any
 
 import cramjam
 import msgpack
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
 VALUE_FORMAT = 1
@@ -43,9 +44,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, BaseModel):
-        # by field name (the decorator validates by name): aliases may differ between validation and
-        # serialization, or be each other's names; computed fields are derived, not input
-        return value.model_dump(mode="json", by_alias=False, round_trip=True, exclude_computed_fields=True)
+        # its raw field values by field NAME, as the decorator stores an output's (never model_dump:
+        # aliases may differ per direction, serializers and exclude=True change or drop values);
+        # computed fields are derived, not stored; a RootModel validates from its root value
+        if isinstance(value, RootModel):
+            return value.__dict__["root"]
+        extra = value.__pydantic_extra__
+        return {**extra, **value.__dict__} if extra else value.__dict__
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):

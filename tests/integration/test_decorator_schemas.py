@@ -3,19 +3,24 @@ compression against one real redis-server. A hit must be a real hit (the model i
 return what the miss returned: same type, `==`, same model_dump() and model_dump_json()."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import enum
+import ipaddress
 import itertools
+import pathlib
 import uuid
-from typing import Literal, Optional, Union
+from typing import Any, Literal, NamedTuple, Optional, Union
 
 import pytest
 import redis
 from ml_base import MLModel
 from prometheus_client import REGISTRY
-from pydantic import (AliasChoices, AliasPath, BaseModel, ConfigDict, Field, RootModel, computed_field)
+from pydantic import (AliasChoices, AliasPath, BaseModel, ConfigDict, Field, Json, PrivateAttr, RootModel,
+                      computed_field, field_serializer, model_serializer)
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict
 
 from cachedmodel import RedisCachingDecorator
 from cachedmodel.testing.redis_server import RedisServer
@@ -223,6 +228,78 @@ class Floats(RootModel[float]):
     pass
 
 
+class HasRootInside(BaseModel):
+    scores: RootModel[list[float]]
+    table: Optional[Floats] = None
+
+
+class Flag(enum.IntFlag):
+    a = 1
+    b = 2
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    when: datetime.date
+
+
+class Pair(TypedDict):
+    x: int
+    y: str
+
+
+class Vector(NamedTuple):
+    x: int
+    y: float
+
+
+class Exotic(BaseModel):
+    raw: bytes
+    flag: Flag
+    path: pathlib.Path
+    ip: ipaddress.IPv4Address
+    point: Point
+    pair: Pair
+    vector: Vector
+    one: Literal[1, "1"]
+    tags: set[str]
+
+
+class Excluded(BaseModel):
+    a: int
+    hidden: int = Field(default=0, exclude=True)
+
+
+class HasExcludedInside(BaseModel):
+    inner: Excluded
+
+
+class Private(BaseModel):
+    a: int
+    _note: str = PrivateAttr(default="")
+
+
+class FieldSerializer(BaseModel):
+    a: float
+
+    @field_serializer("a")
+    def _rounded(self, value: float) -> float:
+        return round(value, 1)
+
+
+class ModelSerializer(BaseModel):
+    a: int
+
+    @model_serializer
+    def _upper(self) -> dict:
+        return {"A": self.a}
+
+
+class HasModelSerializerInside(BaseModel):
+    inner: ModelSerializer
+
+
 DAY = datetime.date(2024, 2, 29)
 INNER = Inner(unitPrice=1.25, whenMade=DAY)
 SCHEMAS = {
@@ -261,6 +338,17 @@ SCHEMAS = {
                                         price=decimal.Decimal("3.50"), id=uuid.UUID(int=n))),
     "extra_allow_with_extras": (Extra, lambda n: Extra(charges=n / 3, note="extra", score=n)),
     "extra_allow_without_extras": (Extra, lambda n: Extra(charges=n / 3)),
+    "nested_root_models": (HasRootInside, lambda n: HasRootInside(scores=RootModel[list[float]]([n / 3]),
+                                                                  table=Floats(0.5))),
+    "exotic_types": (Exotic, lambda n: Exotic(raw=b"\x00ab", flag=3, path="/tmp/x", ip="10.0.0.1",
+                                              point=Point(n, DAY), pair={"x": n, "y": "z"}, vector=(n, 2.5),
+                                              one="1", tags={"a", "b"})),
+    "exclude_true": (Excluded, lambda n: Excluded(a=n, hidden=5)),
+    "exclude_true_nested": (HasExcludedInside, lambda n: HasExcludedInside(inner=Excluded(a=n, hidden=5))),
+    "private_attribute_default": (Private, lambda n: Private(a=n)),
+    "field_serializer": (FieldSerializer, lambda n: FieldSerializer(a=n / 3)),
+    "model_serializer_nested": (HasModelSerializerInside, lambda n: HasModelSerializerInside(
+        inner=ModelSerializer(a=n))),
 }
 
 
@@ -285,6 +373,8 @@ def _alike(left, right) -> bool:
         return len(left) == len(right) and all(_alike(a, b) for a, b in zip(left, right))
     if isinstance(left, (datetime.datetime, datetime.time)):
         return left == right and _alike(left.tzinfo, right.tzinfo) if left.tzinfo else left == right
+    if isinstance(left, (set, frozenset)):
+        return left == right  # their repr's order may differ
     return repr(left) == repr(right)  # -0.0, Decimal('10.10'), enums, UUIDs, sets...
 
 
@@ -327,11 +417,23 @@ class AmbiguousOtherOrder(BaseModel):
     when: Union[datetime.datetime, str]
 
 
+class AnyTuple(BaseModel):
+    """Any keeps a tuple; JSON and MessagePack have only arrays."""
+    anything: Any
+
+
+class JsonField(BaseModel):
+    """A Json[...] field validates from a JSON string, but holds the parsed value."""
+    numbers: Json[list[int]]
+
+
 @pytest.mark.parametrize("serder, compression", CHOICES)
 @pytest.mark.parametrize("output_schema, make", [
     (Ambiguous, lambda n: Ambiguous(when=datetime.datetime(2024, 1, 1), price=decimal.Decimal("1.5"))),
     (AmbiguousOtherOrder, lambda n: AmbiguousOtherOrder(when=datetime.datetime(2024, 1, 1))),
-], ids=["str_first", "datetime_first"])
+    (AnyTuple, lambda n: AnyTuple(anything=(1, 2))),
+    (JsonField, lambda n: JsonField(numbers="[1, 2]")),
+], ids=["str_first", "datetime_first", "any_tuple", "json_field"])
 def test_an_output_that_would_not_come_back_the_same_is_not_cached(server, output_schema, make, serder, compression):
     """Whatever a schema does, a hit never differs from the miss: values that would not round-trip
     faithfully are answered by the model every time (and counted), not served wrong."""
