@@ -127,6 +127,8 @@ def test_metadata_of_an_unknown_model_is_404_naming_it(http):
     payload = assert_error_shape(http.get("/api/models/no_such_model/metadata"), 404, "NotFound")
     assert any("no_such_model" in message for message in payload["messages"]), payload
     assert any(MODEL in message for message in payload["messages"]), payload  # says which models there are
+    documented = http.get("/openapi.json").json()["paths"]["/api/models/{model_qualified_name}/metadata"]["get"]
+    assert {"200", "404"} <= set(documented["responses"]) and "500" not in documented["responses"]
 
 
 @pytest.mark.parametrize("method, path, status", [

@@ -13,6 +13,7 @@ import logging
 import os
 
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from ml_base.utilities import ModelManager
 from rest_model_service.configuration import ServiceConfiguration
 from rest_model_service.helpers import create_app
@@ -78,13 +79,25 @@ async def model_metadata(model_qualified_name: str) -> JSONResponse:
 
 def _shadow_metadata_route(api) -> None:
     """Put our metadata route first: routes match in order, so it answers before the stock one (which
-    FastAPI may keep inside its included router, out of reach)."""
+    FastAPI may keep inside its included router, out of reach). /openapi.json documents ours."""
     api.add_api_route(METADATA_PATH, model_metadata, methods=["GET"], response_model=ModelMetadata,
                       responses={404: {"model": Error}, 503: {"model": Error}})
     routes = api.router.routes
     ours = next(route for route in routes if getattr(route, "endpoint", None) is model_metadata)
     routes.remove(ours)  # by identity: build_models may append prediction routes meanwhile
     routes.insert(0, ours)
+    generate, patched = api.openapi, []
+
+    def openapi() -> dict:
+        schema = generate()  # cached by FastAPI, regenerated when routes change (models load later)
+        if not patched or patched[0] is not schema:  # the stock operation came later and won: ours back
+            mine = get_openapi(title=api.title, version=api.version, routes=[ours])
+            schema["paths"].update(mine["paths"])
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                mine.get("components", {}).get("schemas", {}))
+            patched[:] = [schema]
+        return schema
+    api.openapi = openapi
 
 
 class CachingDecorators:
