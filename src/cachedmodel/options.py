@@ -124,9 +124,6 @@ def validate_url(url: str) -> str:
     return url
 
 
-_Seconds = Field(gt=0, allow_inf_nan=False)
-
-
 class CacheOptions(BaseModel):
     """The validated options of a RedisCachingDecorator (defaults are the documented ones)."""
 
@@ -301,9 +298,7 @@ def parse_options(configuration: Mapping[str, Any], environ: Mapping[str, str] |
     given = {name: value for name, value in raw.items() if value is not None and value != ""}
     try:
         return CacheOptions(**given)
-    except ValidationError as error:
+    except ValidationError as error:  # never chained: pydantic's own text shows the input values
         message = _message(error.errors(include_url=False)[0])
-    except ConfigurationError as error:  # pragma: no cover - pydantic wraps validator errors
-        message = str(error)
     secrets = secrets_of(str(raw.get("url") or ""), str(raw.get("password") or ""))
     raise ConfigurationError(scrub(message, secrets)) from None
