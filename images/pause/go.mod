@@ -1,0 +1,3 @@
+module cachedmodel.local/pause
+
+go 1.22
