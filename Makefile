@@ -103,11 +103,13 @@ tools: ## build etcd, kube-*, kwok, kubectl and helm into $(TOOLS_CACHE) (cached
 manifests: setup tools ## regenerate manifests/ from the chart
 	bash scripts/render-manifests.sh
 
-images: ## build both images (needs Docker)
-	docker build -f images/model-service/Dockerfile -t cachedmodel/insurance-charges-model:0.1.0 .
-	docker build -f images/operator/Dockerfile -t cachedmodel/operator:0.1.0 .
+# Built images persist in $(IMAGES_CACHE) (with Docker: in its engine), keyed by what each is built from.
+IMAGES_CACHE ?= $(HOME)/.cache/cachedmodel-images
+export IMAGES_CACHE
+images: ## build the images into $(IMAGES_CACHE) (running Docker, else an own dockerd + debootstrap bases)
+	bash scripts/build-images.sh
 
-lint-images: setup ## lint the Dockerfiles (hadolint)
+lint-images: setup ## lint the Dockerfiles (hadolint), the local base ones too
 	bash scripts/lint-images.sh
 
 kind-e2e: setup ## kind cluster, images, helm install, CachedModel, real traffic, teardown (needs Docker + kind)
@@ -115,3 +117,5 @@ kind-e2e: setup ## kind cluster, images, helm install, CachedModel, real traffic
 
 clean: ## remove the venv and caches (not the tools cache)
 	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .hypothesis
+	@for dockerfile in images/base/*.Dockerfile; do \
+	  $(VENV)/bin/hadolint --failure-threshold warning "$$dockerfile" && echo "ok    $$dockerfile" || exit 1; done
