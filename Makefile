@@ -111,11 +111,11 @@ images: ## build the images into $(IMAGES_CACHE) (running Docker, else an own do
 
 lint-images: setup ## lint the Dockerfiles (hadolint), the local base ones too
 	bash scripts/lint-images.sh
+	@for dockerfile in images/base/*.Dockerfile; do \
+	  $(VENV)/bin/hadolint --failure-threshold warning "$$dockerfile" && echo "ok    $$dockerfile" || exit 1; done
 
 kind-e2e: setup ## kind cluster, images, helm install, CachedModel, real traffic, teardown (needs Docker + kind)
 	bash scripts/kind-e2e.sh
 
 clean: ## remove the venv and caches (not the tools cache)
 	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .hypothesis
-	@for dockerfile in images/base/*.Dockerfile; do \
-	  $(VENV)/bin/hadolint --failure-threshold warning "$$dockerfile" && echo "ok    $$dockerfile" || exit 1; done
