@@ -91,3 +91,26 @@ def test_every_child_kind_is_watched_with_the_operators_label_selector(kube_clus
                   if plural in CHILD_PLURALS and any(q.get("labelSelector") != [selector] for q in queries)}
     assert not unfiltered, f"watches without the server-side selector {selector!r}: {unfiltered}"
     assert all("labelSelector" not in q for q in watches[schema.PLURAL]), "every CachedModel must be seen"
+
+
+def test_a_child_that_loses_the_label_is_repaired_at_once(kube_cluster, k8s_namespace):
+    """A label-selected watch reports an object that stops matching as DELETED (the object as it was, label
+    included), so the operator repairs it at once. With kopf's client-side filter alone the MODIFIED event
+    (no label) was dropped and the repair waited for the resync (here 10 minutes)."""
+    install_crd(kube_cluster)
+    ns = k8s_namespace
+    body = {"apiVersion": schema.API_VERSION, "kind": schema.KIND, "metadata": {"name": "unlabelled"},
+            "spec": {"model": {"image": "cachedmodel/insurance-charges-model:0.1.0",
+                               "classPath": "insurance_charges_model.model.InsuranceChargesModel"}}}
+
+    def managed_by() -> str | None:
+        result = kube_cluster.kubectl("get", "configmap", "unlabelled-config", "-n", ns, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)["metadata"].get("labels", {}).get(LABEL_MANAGED_BY)
+
+    with OperatorProcess(kube_cluster.kubeconfig, namespaces=[ns], resync_seconds=600) as operator:
+        kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+        operator.wait(lambda: managed_by() == MANAGER, 60, "ConfigMap unlabelled-config")
+        kube_cluster.kubectl("label", "configmap", "unlabelled-config", "-n", ns, f"{LABEL_MANAGED_BY}-")
+        operator.wait(lambda: managed_by() == MANAGER, 20, "the label put back by the operator")
