@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 logger = logging.getLogger("cachedmodel.service")
 
@@ -45,6 +45,7 @@ def bounded(messages: Iterable[str], total: int | None = None) -> list[str]:
 def error_response(status: int, kind: str, messages: list[str], headers: dict | None = None) -> JSONResponse:
     """The error shape; `messages` as they are (bounded() them first when they come from a request)."""
     return JSONResponse(status_code=status, content={"type": kind, "messages": messages}, headers=headers)
+
 
 def is_json_content_type(value: str | None) -> bool:
     """application/json or application/*+json, parameters (charset) ignored."""
@@ -112,16 +113,18 @@ def unparsable_body(cause: BaseException | None) -> str:
     return "request body could not be parsed as JSON"
 
 
-def _log_rejection(request: Request, status: int, kind: str, messages: list[str]) -> None:
-    logger.info("rejected %s %s: %s %s (%d message%s)", request.method, request.url.path, status, kind,
-                len(messages), "" if len(messages) == 1 else "s")
+def _log_rejection(request: Request, status: int, kind: str, messages: list[str], problems: int = 1) -> None:
+    """INFO: what was rejected, without the values; DEBUG: the (bounded) messages, which quote them."""
+    logger.info("rejected %s %s: %s %s (%d problem%s)", request.method, request.url.path, status, kind,
+                problems, "" if problems == 1 else "s")
     logger.debug("rejected %s %s: %s", request.method, request.url.path, "; ".join(messages))
 
 
 async def validation_exception_handler(request: Request, exception: RequestValidationError) -> JSONResponse:
     """Replaces rest-model-service's handler: never fails itself, answers 400/415 naming the field."""
-    status, kind, messages = classify(list(exception.errors()), request.headers.get("content-type"))
-    _log_rejection(request, status, kind, messages)
+    errors = list(exception.errors())
+    status, kind, messages = classify(errors, request.headers.get("content-type"))
+    _log_rejection(request, status, kind, messages, problems=len(errors) if kind == "ValidationError" else 1)
     return error_response(status, kind, messages)
 
 
@@ -140,6 +143,8 @@ def http_exception_handler(not_found: Callable[[Request], str]):
     async def handler(request: Request, exception: HTTPException) -> JSONResponse:
         status = exception.status_code
         headers = getattr(exception, "headers", None)
+        if status in (204, 304):  # no body allowed
+            return Response(status_code=status, headers=headers)
         if status == 400 and exception.__cause__ is not None:  # FastAPI: "There was an error parsing the body"
             kind, message = "MalformedJSON", unparsable_body(exception.__cause__)
             _log_rejection(request, status, kind, [message])
