@@ -299,7 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if args.func is not cmd_render:
+        return args.func(args)
+    try:
+        return cmd_render(args)
+    except BrokenPipeError:  # `render ... | head`: the reader left; exit like a process killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush fails no more
+        return 141
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug of render's, not of the file: one line for the user, never a traceback
+        print(f"error: render failed unexpectedly ({type(error).__name__}: {str(error)[:200]}); "
+              f"please report this with the file", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

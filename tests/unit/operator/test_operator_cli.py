@@ -85,3 +85,44 @@ def test_watched_namespaces():
     assert cli.watched_namespaces(parser.parse_args(["run", "-n", "x", "-n", "y"]), {"WATCH_NAMESPACES": "a"}) == ["x", "y"]
     assert cli.watched_namespaces(parser.parse_args(["run", "-A"]), {"WATCH_NAMESPACES": "a"}) == []
     assert cli.watched_namespaces(parser.parse_args(["run"]), {}) == []
+
+
+def test_render_into_a_closed_pipe_has_no_traceback(tmp_path):
+    """`render -f x | head -1`: the reader goes away; render must not print a BrokenPipeError traceback."""
+    path = tmp_path / "cm.yaml"
+    path.write_text(GOOD)
+    process = subprocess.Popen([sys.executable, "-m", "cachedmodel_operator.cli", "render", "-f", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before the child has written anything (it is still importing)
+    _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr.decode() and process.returncode != 0, stderr.decode()
+
+
+@pytest.mark.parametrize("raised,code", [(RuntimeError("boom"), 70), (KeyboardInterrupt(), 130)])
+def test_render_bug_gives_one_line_not_a_traceback(tmp_path, monkeypatch, capsys, raised, code):
+    """A bug in render (not in the file) still ends in one `error:` line, so users never see a traceback."""
+    path = tmp_path / "cm.yaml"
+    path.write_text(GOOD)
+
+    def broken(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(cli, "render_all", broken)
+    try:
+        returned = cli.main(["render", "-f", str(path)])
+    except BaseException as escaped:  # noqa: B036 - a KeyboardInterrupt would stop the whole test run
+        pytest.fail(f"{type(escaped).__name__} escaped from main()")
+    assert returned == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 70:
+        assert err.startswith("error: render failed unexpectedly (RuntimeError: boom)") and err.count("\n") == 1
+
+
+def test_render_errors_are_one_line_each(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("replicas: 2", "replicas: two\n    port: 1").replace("lfu", "lfx"))
+    result = run("render", "-f", str(path))
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and len(lines) == 3, result.stderr
+    assert all(line.startswith(f"error: {path}: spec.") for line in lines), result.stderr
