@@ -175,6 +175,21 @@ def test_rejected_values_stay_out_of_the_info_log(http, service):
     assert secret not in service.logs()
 
 
+def test_a_bug_in_an_input_validator_is_a_500_in_the_error_shape(store, tmp_path):
+    """A TypeError from the input schema escapes pydantic: the fast path must hand it to the route, and
+    the route's 500 must have the error shape (not uvicorn's plain-text crash page)."""
+    config = tmp_path / "rest_config.yaml"
+    config.write_text(yaml.safe_dump({"models": [{
+        "class_path": "tests.support.hostile_models.BuggyValidatorModel", "create_endpoint": True,
+        "decorators": [{"class_path": "cachedmodel.RedisCachingDecorator", "configuration": {"url": store.url}}]}]}))
+    with ModelService(config=config) as svc, httpx.Client(base_url=svc.url, timeout=10.0) as client:
+        assert client.post("/api/models/buggy_validator_model/prediction", json={"value": 2}).json() == {"doubled": 4}
+        payload = assert_error_shape(client.post("/api/models/buggy_validator_model/prediction", json={"value": 13}),
+                                     500, "ServiceError")
+        assert "unlucky" not in json.dumps(payload)  # internals stay in the log
+        assert client.get("/api/health").status_code == 200
+
+
 # ---------------------------------------------------------------- slow and huge bodies
 
 def _connect(port: int) -> socket.socket:

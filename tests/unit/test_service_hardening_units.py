@@ -134,3 +134,29 @@ def test_the_fast_path_leaves_large_bodies_to_the_route_even_in_one_piece():
             pass
         asyncio.run(app(scope, receive, send))
     assert target.asked == 1 and len(seen) == 2 and seen[1] > MAX_FAST_BODY
+
+
+def test_unhandled_errors_become_a_shaped_500_or_are_contained_after_the_answer():
+    from cachedmodel.service.errors import UnhandledErrors
+
+    async def crash_before(scope, receive, send):
+        raise KeyError("bug")
+
+    async def crash_after(scope, receive, send):
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        raise KeyError("re-raised after the answer")
+
+    def run(app) -> list:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+        asyncio.run(UnhandledErrors(app)({"type": "http", "method": "GET", "path": "/x", "headers": []}, None, send))
+        return sent
+
+    start, body = run(crash_before)
+    assert start["status"] == 500
+    assert json.loads(body["body"]) == {"type": "ServiceError", "messages": ["internal error; see the service log"]}
+    start, body = run(crash_after)  # nothing more is sent after the app's own answer, and nothing raised
+    assert start["status"] == 500 and body["body"] == b"{}"

@@ -159,7 +159,42 @@ def http_exception_handler(not_found: Callable[[Request], str]):
     return handler
 
 
+INTERNAL_ERROR = "internal error; see the service log"
+
+
 async def unexpected_exception_handler(request: Request, exception: Exception) -> JSONResponse:
-    """A bug or an unforeseen failure: 500 in the error shape (Starlette re-raises the exception after
-    this answer, so uvicorn logs its traceback)."""
-    return error_response(500, "ServiceError", ["internal error; see the service log"])
+    """A bug or an unforeseen failure inside the FastAPI app: 500 in the error shape (Starlette then
+    re-raises the exception; UnhandledErrors logs it)."""
+    return error_response(500, "ServiceError", [INTERNAL_ERROR])
+
+
+class UnhandledErrors:
+    """Outermost ASGI guard: an exception escaping the app is logged with its traceback once; the client
+    gets a 500 in the error shape if no response had started (our own layers: fast path, body limits),
+    and a response already sent (Starlette re-raises after its 500) is not followed by uvicorn's
+    connection abort, which reset keep-alive clients before they read the answer."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:  # noqa: BLE001 - the guard of last resort (cancellation is not caught)
+            logger.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            if not started:
+                payload = JSONResponse(content={"type": "ServiceError", "messages": [INTERNAL_ERROR]}).body
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(payload)).encode())]})
+                await send({"type": "http.response.body", "body": payload})

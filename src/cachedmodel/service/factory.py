@@ -2,6 +2,7 @@
 
 Layers, outermost first:
   HttpMetricsMiddleware  -> counts/times every request
+  UnhandledErrors        -> an escaped exception: logged, and a 500 in the error shape
   BodyLimits             -> reads each body within a deadline and a size limit (408/413)
   PredictionFastPath     -> answers cache hits on the event loop (misses fall through)
   rest-model-service's FastAPI app, with our error handlers (every error in the {"type", "messages"}
@@ -24,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cachedmodel.decorator import RedisCachingDecorator
-from cachedmodel.service.errors import (error_response, http_exception_handler, unexpected_exception_handler,
-                                        validation_exception_handler)
+from cachedmodel.service.errors import (UnhandledErrors, error_response, http_exception_handler,
+                                        unexpected_exception_handler, validation_exception_handler)
 from cachedmodel.service.fastpath import PREFIX, SUFFIX, PredictionFastPath, model_name_of
 from cachedmodel.service.http_metrics import HttpMetricsMiddleware, metrics_endpoint
 from cachedmodel.service.limits import BodyLimits, RequestLimits, request_limits
@@ -149,4 +150,4 @@ def create_service_app(configuration: ServiceConfiguration, wait_for_model_creat
     decorators = CachingDecorators(api)
     fast_path = PredictionFastPath(api, resolve=decorators, unavailable=unavailable_reason,
                                    close_clients=decorators.close)
-    return HttpMetricsMiddleware(BodyLimits(fast_path, limits))
+    return HttpMetricsMiddleware(UnhandledErrors(BodyLimits(fast_path, limits)))

@@ -80,8 +80,8 @@ class PredictionFastPath:
             return await self.app(scope, replay, send)
         try:
             data = target.input_schema.model_validate_json(body)
-        except ValidationError:
-            return await self.app(scope, replay, send)  # the route words the 4xx
+        except Exception:  # noqa: BLE001 - ValidationError, or a validator's own bug: the route answers
+            return await self.app(scope, replay, send)  # (the 4xx naming the field, or a shaped 500)
         # None on a miss or any cache error; remember_miss: the route's predict() then takes this lookup's
         # answer instead of asking Redis again (one GET per request, at most one Redis timeout)
         output = await target.aget_cached(data, remember_miss=True)
