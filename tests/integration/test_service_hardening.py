@@ -16,7 +16,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import httpx

@@ -20,7 +20,7 @@ import json
 import logging
 from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from cachedmodel.service.errors import is_json_content_type
 from cachedmodel.service.http_metrics import FAST_PATH_ROUTE
