@@ -37,7 +37,8 @@ MAX_DOCUMENTS = 100
 MAX_INT_DIGITS = 100  # far beyond int64; Python refuses to convert more than 4,300 digits anyway
 MAX_REPORTED = 20  # error lines printed; the rest are counted
 _JSON_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")}
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# JSON has no timestamps, and `=` (YAML 1.1's value key) is just a string there: both stay plain strings
+_STRING_ONLY = {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"}
 # Characters YAML forbids (PyYAML's Reader check): found here first to report them by line and column.
 _NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 _BOMS = [(codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),  # before UTF-16: FF FE 00 00
@@ -63,10 +64,10 @@ class StrictLoader(yaml.SafeLoader):
     Duplicate keys are refused (kubectl's default strict field validation refuses them too, where PyYAML
     would silently keep the last); aliases and merge keys are refused, so that no alias bomb can expand;
     nesting depth and node count are limited before PyYAML's recursive composer could exhaust the stack or
-    memory; keys must be strings and tags JSON types; timestamps stay strings, as JSON has none.
+    memory; keys must be strings and tags JSON types; timestamps and `=` stay strings, as in JSON.
     """
 
-    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
+    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in _STRING_ONLY]
                                for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def __init__(self, stream: str):

@@ -270,6 +270,10 @@ def readme_sample() -> str:
     return text[start + len("```yaml\n"):text.index("```", start + 7)]
 
 
+# JSON (what kubectl sends) has no timestamps and no YAML 1.1 value key: these are plain strings there
+TIMESTAMPS = (BASE.replace(IMAGE_LINE, "    image: 2026-01-01\n")
+              + "    env: [{name: A, value: =}, {name: B, value: 2026-01-01 10:00:00}]\n")
+
 GOOD = [
     ("manifests-example", (ROOT / "manifests/examples/insurance-charges.yaml").read_bytes()),
     ("readme-sample", readme_sample().encode()),
@@ -280,6 +284,7 @@ GOOD = [
     ("two-documents", (BASE + "---\n" + BASE.replace("name: insurance-charges", "name: second")).encode()),
     ("unicode-comment", ("# Modèle d'assurance — ünïcode ✓\n" + BASE).encode()),
     ("status-is-ignored", (BASE + "status: []\n").encode()),  # the API server drops status on create/update
+    ("timestamp-and-equals-are-strings", TIMESTAMPS.encode()),
     ("anchor-without-alias", BASE.replace(IMAGE_LINE, "    image: &img cachedmodel/x:1\n").encode()),
 ]
 
@@ -315,3 +320,15 @@ def test_children_of_the_longest_allowed_name_are_valid_names(tmp_path):
                   **doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})}
         for value in labels.values():
             assert len(value) <= 63 and label_value.match(value), (name, value)
+
+
+def test_timestamps_and_equals_stay_strings(tmp_path):
+    path = tmp_path / "cm.yaml"
+    path.write_text(TIMESTAMPS)
+    result = render("-f", str(path))
+    assert result.returncode == 0, result.stderr
+    (deployment,) = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "2026-01-01"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["A"] == "=" and env["B"] == "2026-01-01 10:00:00"
