@@ -169,3 +169,10 @@ def test_nested_models_with_extra_fields_are_told_apart():
     assert KEYS.key(Anything(a=Open(a=1, x=1, y=2))) == KEYS.key(Anything(a=Open(y=2, a=1, x=1)))
     assert KEYS.key(Anything(a=Open(a=1))) == KEYS.key(Anything(a=Open(a=1)))
     assert canonical_bytes(Open(a=1)) == canonical_bytes(Anything(a=1))  # no extras: encoded as before
+
+
+def test_keys_with_extra_fields_are_pinned():
+    """Extra fields are part of the key format (a contract like the rest): changing it must be deliberate."""
+    assert OPEN_KEYS.key(Open(a=1, b="x", tier="gold", n=2)).decode() == "jtwNLDjxtLbG4ei91Rvbeg"
+    assert OPEN_KEYS.key(Open(n=2, tier="gold", b="x", a=1)).decode() == "jtwNLDjxtLbG4ei91Rvbeg"
+    assert KEYS.key(Anything(a=Open(a=1, z=[1]))).decode() == "WqZ-h8KSbSh3HK1M0nJAwQ"
