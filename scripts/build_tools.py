@@ -46,7 +46,8 @@ def tools_cache() -> Path:
 def toolset_bin_dir(cache: Path | None = None) -> Path:
     """Directory of links to every binary of this set of versions (what the fixtures use)."""
     cache = cache or tools_cache()
-    key = f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_helm-{HELM_VERSION}"
+    key = (f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_helm-{HELM_VERSION}"
+           f"_coredns-{COREDNS_VERSION}_netpol-{NETPOL_VERSION}")
     return cache / "toolsets" / key / "bin"
 
 

@@ -50,7 +50,7 @@ def test_version_ldflags_set_component_base_and_client_go():
 def test_toolset_dir_is_keyed_by_every_version(tmp_path: Path):
     path = build_tools.toolset_bin_dir(tmp_path)
     for version in (build_tools.K8S_VERSION, build_tools.ETCD_VERSION, build_tools.KWOK_VERSION,
-                    build_tools.HELM_VERSION):
+                    build_tools.HELM_VERSION, build_tools.COREDNS_VERSION, build_tools.NETPOL_VERSION):
         assert version in str(path)
     assert path.name == "bin" and path.is_relative_to(tmp_path)
 
