@@ -160,3 +160,58 @@ def test_unhandled_errors_become_a_shaped_500_or_are_contained_after_the_answer(
     assert json.loads(body["body"]) == {"type": "ServiceError", "messages": ["internal error; see the service log"]}
     start, body = run(crash_after)  # nothing more is sent after the app's own answer, and nothing raised
     assert start["status"] == 500 and body["body"] == b"{}"
+
+
+def _limits_app(limits, messages, hang=False):
+    """BodyLimits around an app that records the body it got; receive() hands out `messages`, then hangs."""
+    from cachedmodel.service.limits import BodyLimits
+    got, sent = [], []
+
+    async def app(scope, receive, send):
+        got.append(await receive())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that sends nothing more
+
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "method": "POST", "path": "/p", "headers": []}
+    return BodyLimits(app, limits), scope, receive, send, got, sent
+
+
+def test_body_limits_join_chunks_refuse_oversize_and_time_out():
+    app, scope, receive, send, got, sent = _limits_app(RequestLimits(10, 5.0), [
+        {"type": "http.request", "body": b"abc", "more_body": True},
+        {"type": "http.request", "body": b"def", "more_body": False}])
+    asyncio.run(app(scope, receive, send))
+    assert got == [{"type": "http.request", "body": b"abcdef", "more_body": False}] and sent[0]["status"] == 200
+
+    app, scope, receive, send, got, sent = _limits_app(RequestLimits(4, 5.0), [
+        {"type": "http.request", "body": b"abc", "more_body": True},
+        {"type": "http.request", "body": b"def", "more_body": True}])
+    asyncio.run(app(scope, receive, send))
+    assert got == [] and sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+
+    app, scope, receive, send, got, sent = _limits_app(RequestLimits(10, 0.05), [
+        {"type": "http.request", "body": b"abc", "more_body": True}])
+    asyncio.run(app(scope, receive, send))
+    assert got == [] and sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["type"] == "RequestTimeout"
+
+
+def test_body_limits_let_other_cancellations_through():
+    """Only its own deadline becomes a 408: a shutdown's cancellation must still cancel the request."""
+    app, scope, receive, send, got, sent = _limits_app(RequestLimits(10, 30.0), [])
+
+    async def cancel_soon():
+        task = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    asyncio.run(cancel_soon())
+    assert sent == []
