@@ -33,7 +33,7 @@ _Dumper.add_representer(str, _str)
 MAX_FILE_BYTES = 3 * 1024 * 1024  # the API server refuses request bodies above 3 MiB
 MAX_DEPTH = 32  # a CachedModel nests at most 8 levels (spec.model.env[0].valueFrom.secretKeyRef.key)
 MAX_NODES = 50_000  # bounds time (~30 us each) and memory (~1 KiB each); a big CachedModel has ~1,000
-MAX_DOCUMENTS = 100
+MAX_DOCUMENTS = 100  # CachedModels rendered from one file (each takes a few milliseconds)
 MAX_INT_DIGITS = 100  # far beyond int64; Python refuses to convert more than 4,300 digits anyway
 MAX_REPORTED = 20  # error lines printed; the rest are counted
 _JSON_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")}
@@ -48,7 +48,7 @@ _BOMS = [(codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),  # be
 class _Refused(yaml.YAMLError):
     """Something the loader refuses, at a field path and a position of the file."""
 
-    def __init__(self, path: list, message: str, mark):
+    def __init__(self, path: list | str, message: str, mark):
         super().__init__(message)
         self.path = path if isinstance(path, str) else list(path)  # a copy: the loader pops its path
         self.message, self.mark = message, mark
@@ -61,8 +61,9 @@ class _Refused(yaml.YAMLError):
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader that gives what the API server decodes (JSON), refusing what it refuses and what could blow up.
 
-    Duplicate keys are refused (kubectl's default strict field validation refuses them too, where PyYAML
-    would silently keep the last); aliases and merge keys are refused, so that no alias bomb can expand;
+    Duplicate keys are refused: kubectl and PyYAML silently keep the last one, so a repeated key changes the
+    object unseen; aliases and merge keys are refused, so that no alias bomb can expand (kubectl takes
+    aliases, within a budget: writing the value out is the portable form);
     nesting depth and node count are limited before PyYAML's recursive composer could exhaust the stack or
     memory; keys must be strings and tags JSON types; timestamps and `=` stay strings, as in JSON.
     """
@@ -96,7 +97,8 @@ class StrictLoader(yaml.SafeLoader):
             self._path.append(part)
         try:
             if len(self._path) > MAX_DEPTH:
-                raise _Refused(schema.field_path(self._path[:8]) + "...", f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+                raise _Refused(schema.field_path(self._path[:8]) + "...", f"nested deeper than {MAX_DEPTH} levels",
+                               event.start_mark)
             node = super().compose_node(parent, index)
             if node.tag not in _JSON_TAGS and part != "<key>":  # keys: checked by compose_mapping_node
                 raise _Refused(self._path, f"tag {schema.short(node.tag, 60)} is not allowed (only strings, "
@@ -182,8 +184,8 @@ def load_documents(text: str, source: str = "<input>") -> list:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         context = f" ({error.context})" if error.context and error.problem else ""
-        raise schema.InvalidCachedModel([f"{source}: not valid YAML: {where}{error.problem or error.context}"
-                                         f"{context}"]) from None
+        problem = error.problem or error.context or "syntax error"
+        raise schema.InvalidCachedModel([f"{source}: not valid YAML: {where}{problem}{context}"]) from None
     except yaml.YAMLError as error:
         raise schema.InvalidCachedModel([f"{source}: not valid YAML: {schema.short(str(error), 200)}"]) from None
     finally:

@@ -3,7 +3,8 @@
 The API server validates with the CRD's openAPIV3Schema plus its CEL rules; `render` must refuse the same
 resources, so this module applies the same schema (jsonschema, OpenAPI 3.0 = draft 4 semantics) and
 re-states the CEL rules in Python (`cross_field_errors`). A unit test checks that every CEL rule of the
-CRD has a Python twin here.
+CRD has a Python twin here. The checks the API server makes of metadata itself (ObjectMeta: name, namespace,
+labels, annotations, finalizers) are `metadata_errors`; status is ignored, as on create and update.
 """
 from __future__ import annotations
 
@@ -132,10 +133,6 @@ def field_path(parts: Iterable[Any]) -> str:
     return text or "<root>"
 
 
-def _path(parts: Iterable[Any]) -> str:  # kept for callers of the old name
-    return field_path(parts)
-
-
 def short(value: Any, limit: int = 60) -> str:
     """repr of a value cut to `limit` characters, so a 2 MiB string is not echoed back."""
     text = repr(value)
@@ -165,7 +162,8 @@ def _message(error: jsonschema.ValidationError) -> str:
     if validator == "pattern":
         return f"must match {short(expected, 120)}, got {short(instance)}"
     if validator in ("maxLength", "minLength"):
-        return f"must be at {'most' if validator == 'maxLength' else 'least'} {expected} characters, got {len(instance)}"
+        bound = "most" if validator == "maxLength" else "least"
+        return f"must be at {bound} {expected} characters, got {len(instance)}"
     if validator in ("maxItems", "minItems"):
         return f"must have at {'most' if validator == 'maxItems' else 'least'} {expected} items, got {len(instance)}"
     if validator in ("minimum", "maximum"):
