@@ -6,8 +6,8 @@ memory. This layer reads each request's body before the app sees it: all of it w
 CACHEDMODEL_BODY_TIMEOUT_SECONDS (default 10) of the request's headers, and at most
 CACHEDMODEL_MAX_BODY_BYTES (default 1 MiB). A Content-Length above the limit is refused before a
 byte is read (no `100 Continue` is sent). Refusals carry the service's error shape
-{"type", "messages"} and `Connection: close`. Stdlib only: `__main__` validates the settings
-before anything heavy is imported.
+{"type", "messages"} and `Connection: close`. `python -m cachedmodel.service` checks both settings
+before it starts uvicorn (a bad value: exit code 2 naming the variable). Stdlib only.
 """
 from __future__ import annotations
 
