@@ -95,6 +95,17 @@ class HostChanges:
             original = read_sysctl(name)
             self.on_restore(f"sysctl {name} back to {original}", lambda n=name, v=original: write_sysctl(n, v))
 
+    def keep_nft_tables(self) -> None:
+        """Tables that iptables-nft creates on first use (ip filter, nat, ...) go again if they end up empty."""
+        before = set(nft_tables())
+
+        def drop_new_empty_tables() -> None:
+            for table in set(nft_tables()) - before:
+                if not nft_table_has_rules(table):
+                    run("nft", "delete", "table", *table.split(), check=False)
+
+        self.on_restore("nft tables created by this run", drop_new_empty_tables)
+
     def iptables_rule(self, table: str, chain: str, *rule: str) -> None:
         spec = [*rule, "-m", "comment", "--comment", RULE_COMMENT]
         self.apply(f"iptables -t {table} -I {chain} {' '.join(rule)}",
@@ -111,6 +122,21 @@ class HostChanges:
             except Exception as error:  # noqa: BLE001 - keep undoing the rest
                 failed.append(f"{description}: {error}")
         return failed
+
+
+def nft_tables() -> list[str]:
+    """`family name` of every nftables table, e.g. "ip filter"."""
+    if shutil.which("nft") is None:
+        return []
+    return [line.removeprefix("table ").strip() for line in run("nft", "list", "tables", check=False).stdout.splitlines()
+            if line.startswith("table ")]
+
+
+def nft_table_has_rules(table: str) -> bool:
+    """Anything in the table but chain headers and braces counts as a rule (or a set, a map ...)."""
+    listing = run("nft", "list", "table", *table.split(), check=False).stdout.splitlines()
+    skeleton = ("table ", "chain ", "type ", "}", "")
+    return any(not line.strip().startswith(skeleton) for line in listing)
 
 
 def stale_rules(table: str = "filter") -> list[list[str]]:

@@ -40,6 +40,7 @@ HOST_COMMANDS = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptabl
 CNI_DIR = Path("/usr/lib/cni")
 NETPOL_IMAGE = "cachedmodel-local/kube-network-policies:v0.8.0"
 KUBELET_SYSCTLS = ["kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "vm.panic_on_oom"]
+STARTED: list["PodsCluster"] = []  # clusters started in this process (for a summary line)
 APT_PACKAGES = ["containerd", "runc", "containernetworking-plugins", "iptables", "nftables", "conntrack"]
 
 
@@ -280,6 +281,7 @@ class PodsCluster(ControlPlane):
                                    f"(logs kept in {self.workdir / 'logs'})") from error
             raise
         self.startup_seconds = time.monotonic() - started
+        STARTED.append(self)
         return self
 
     def _network_up(self) -> None:
@@ -289,6 +291,7 @@ class PodsCluster(ControlPlane):
         if clashes:
             raise RuntimeError(f"host routes overlap the pod/Service ranges {net.pod_cidr}, {net.service_cidr}: {clashes}")
         self._remove_stale()
+        self.changes.keep_nft_tables()
         self.changes.apply(f"bridge {net.bridge}",
                            lambda: (run("ip", "link", "add", net.bridge, "type", "bridge"),
                                     run("ip", "addr", "add", f"{net.node_ip}/{ipaddress.ip_network(net.pod_cidr).prefixlen}",
