@@ -237,9 +237,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
-        # kopf's handler `labels=` filter is client-side only: without this the API server would stream
-        # every ConfigMap, Service, Deployment ... of the cluster to the operator
-        settings.watching.label_selectors[_is_child] = CHILD_SELECTOR
+        select_children(settings)
 
     @kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, registry=registry)
     async def cachedmodel_event(event, **_):
@@ -252,6 +250,12 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
     @kopf.on.event("", "v1", "pods", registry=registry, id="pods", labels={LABEL_MANAGED_BY: MANAGER})
     async def pod_event(event, **_):
         controller.on_pod(event.get("type"), event["object"])
+
+
+def select_children(settings: kopf.OperatorSettings) -> None:
+    """Have the API server stream only our children: kopf's handler `labels=` filter is client-side, so
+    without this every ConfigMap, Service, Deployment ... of the cluster would reach the operator."""
+    settings.watching.label_selectors[_is_child] = CHILD_SELECTOR
 
 
 def _is_child(resource) -> bool:

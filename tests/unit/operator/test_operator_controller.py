@@ -2,12 +2,13 @@
 import asyncio
 import copy
 
+import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from cachedmodel_operator import builders, controller as controller_module
-from cachedmodel_operator.controller import Controller, Worker
+from cachedmodel_operator.controller import Controller, Worker, select_children
 from cachedmodel_operator.kube import Kube
 from operator_samples import body, cached_model
 
@@ -221,3 +222,13 @@ def test_an_event_for_a_worker_whose_task_is_gone_starts_a_new_one():
         worker.task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_every_child_kind_is_label_selected_by_the_api_server_and_cachedmodels_are_not():
+    settings = kopf.OperatorSettings()
+    select_children(settings)
+    selected = settings.watching.label_selectors.collect
+    for group, version, plural in controller_module.CHILD_RESOURCES + [("", "v1", "pods")]:
+        assert selected(kopf.Resource(group, version, plural)) == ["app.kubernetes.io/managed-by=cachedmodel-operator"]
+    assert selected(kopf.Resource("cachedmodel.dev", "v1alpha1", "cachedmodels")) == []
+    assert selected(kopf.Resource("", "v1", "secrets")) == []  # not watched; nothing to say
