@@ -55,6 +55,11 @@ def nested(depth: int, open_: str, close: str, leaf: str = "1") -> str:
 BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)) + BASE
 
+# the same bomb where the schema takes anything (valueFrom keeps unknown fields): it validates, and the
+# expansion happens when the manifests are written
+BOMB_IN_VALUE_FROM = model("    env:\n    - name: A\n      valueFrom:\n" + "".join(
+    f"        {line}" for line in BILLION_LAUGHS.split(BASE)[0].splitlines(keepends=True)))
+
 # (id, file content (str = UTF-8 text, bytes = as is), extra CLI args, text the first stderr line must contain)
 CASES = [
     # -- not a CachedModel at all
@@ -161,6 +166,7 @@ CASES = [
      "nested deeper"),
     # -- aliases: refused outright, so no expansion bomb can be built
     ("billion-laughs", BILLION_LAUGHS, [], "alias"),
+    ("billion-laughs-in-preserved-field", BOMB_IN_VALUE_FROM, [], "spec.model.env[0].valueFrom"),
     ("plain-alias", BASE.replace(IMAGE_LINE, "    image: &img x:1\n    classPath: *img\n", 1)
      .replace("    classPath: insurance_charges_model.model.InsuranceChargesModel\n", ""), [], "alias"),
     ("merge-key", "base: &b {replicas: 2}\n" + model("    <<: *b\n"), [], "merge key"),
