@@ -303,12 +303,16 @@ class Engine:
             result = self.docker("info", "--format", "{{.ServerVersion}}", timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return False
-        self.version = result.stdout.decode().strip()
-        return result.returncode == 0 and bool(self.version)
+        self.version = result.stdout.decode().strip() or "unknown"
+        return result.returncode == 0  # the CLI exits 1 when no daemon answers
 
     def inspect(self, image: str) -> dict | None:
         result = self.docker("image", "inspect", image, check=False)
-        return json.loads(result.stdout)[0] if result.returncode == 0 else None
+        try:
+            found = json.loads(result.stdout) if result.returncode == 0 else None
+        except ValueError:
+            found = None
+        return found[0] if isinstance(found, list) and found and isinstance(found[0], dict) else None
 
     def label(self, image: str) -> str | None:
         """The build key an image of ours carries (None: no such image, or not built by us)."""
@@ -403,12 +407,27 @@ class OwnEngine(Engine):
                     proc.wait(10)
         self.procs.clear()
         # Mounts under our roots that a killed engine left behind (normally none).
-        roots = (str(self.cache / "engine") + "/", str(self.tmp) + "/")
+        if unmount_below(self.cache / "engine", self.tmp):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def unmount_below(*roots: Path) -> bool:
+    """Unmount (lazily, deepest first) what is mounted at or below the roots; True when none is left.
+
+    Before any rmtree of ours: a killed debootstrap leaves /proc and /sys mounted in its target."""
+    prefixes = tuple(str(root) for root in roots)
+
+    def mounted() -> list[str]:
         with open("/proc/self/mounts") as mounts:
-            leftover = [line.split()[1] for line in mounts if line.split()[1].startswith(roots)]
-        for mount in reversed(leftover):
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+            points = [line.split()[1].replace("\\040", " ") for line in mounts]
+        return [p for p in points if any(p == r or p.startswith(r + "/") for r in prefixes)]
+
+    for point in sorted(mounted(), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    left = mounted()
+    if left:
+        log(f"still mounted, not removed: {' '.join(left)}")
+    return not left
 
 
 def ensure_packages(names: list[str]) -> None:
@@ -466,8 +485,18 @@ def manifest_document(engine: str, engine_version: str, bases: str, results: dic
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": results}
 
 
+def manifest_is_complete(document: dict) -> bool:
+    """Every node image there with an archive (what a node's import needs)."""
+    images = document.get("images") or {}
+    return all((images.get(name) or {}).get("archive") for name in NODE_IMAGES)
+
+
 def write_manifest(cache: Path, document: dict) -> Path:
+    """images.json, atomically; an incomplete manifest never replaces a complete one (images.partial.json)."""
     path = cache / "images.json"
+    if not manifest_is_complete(document) and manifest_is_complete(read_manifest(cache)):
+        path = cache / "images.partial.json"
+        log(f"not every node image has an archive: kept {cache / 'images.json'}, wrote {path}")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -526,7 +555,8 @@ class Builder:
         (cache / "logs").mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
+        if unmount_below(self.work):
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def finish(self, name: str, image: str, key: str, cached: bool, started: float, note: str = "") -> Result:
         found = self.engine.inspect(image) or {}
@@ -540,7 +570,7 @@ class Builder:
             f" ({result.size_bytes / 1e6:.0f} MB){' ' + note if note else ''}")
         return result
 
-    def save(self, name: str, image: str, key: str) -> str:
+    def save(self, name: str, image: str, key: str) -> str | None:
         """`docker save` for a node's containerd import, unless the archive of this key is already there."""
         path = self.cache / "archives" / archive_name(image)
         before = self.previous.get(name, {})
@@ -548,6 +578,9 @@ class Builder:
             return str(path)
         tmp = path.with_suffix(".tar.tmp")
         self.engine.docker("save", "-o", str(tmp), image)
+        if not tmp.is_file():  # only a stand-in CLI does this; a node cannot use the image then
+            log(f"{name}: `docker save` wrote no archive: the manifest lists none for {image}")
+            return None
         os.replace(tmp, path)
         return str(path)
 
@@ -635,7 +668,8 @@ class Builder:
         tar.stdout.close()
         if tar.wait() != 0 or imported.returncode != 0:
             raise BuildError(f"docker import failed: {imported.stderr.decode(errors='replace')[-2000:]}")
-        shutil.rmtree(rootfs, ignore_errors=True)
+        if unmount_below(rootfs):
+            shutil.rmtree(rootfs, ignore_errors=True)
         return self.finish("debian", LOCAL_DEBIAN, key, False, started)
 
     def pause(self) -> Result | None:
@@ -662,8 +696,9 @@ class Builder:
             log(f"{name}: pulling {image}")
             self.engine.docker("pull", "--quiet", image, timeout=1800)
             pulled = True
-        found = self.engine.inspect(image)
-        return self.finish(name, image, found["Id"], not pulled, started, note="(pulled)" if pulled else "(as it is)")
+        found = self.engine.inspect(image) or {}
+        key = found.get("Id") or f"ref:{image}"  # an engine that cannot say: keyed by the reference
+        return self.finish(name, image, key, not pulled, started, note="(pulled)" if pulled else "(as it is)")
 
 
 MINIMIZE_SCRIPT = r"""
@@ -690,6 +725,7 @@ echo 'Acquire::Languages "none";' > "$r/etc/apt/apt.conf.d/docker-no-languages"
 rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/log/*.log \
        "$r"/usr/share/man/* "$r"/usr/share/info/*
 find "$r/usr/share/doc" ! -type d ! -name copyright -delete
+find "$r/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
 find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
 """
 
@@ -702,14 +738,14 @@ def plan(bases: str) -> list[Spec]:
     ]
 
 
-def print_table(results: dict[str, Result], total: float) -> None:
+def print_table(results: dict[str, Result], total: float, manifest: Path) -> None:
     print()
     print(f"{'image':<15} {'tag':<44} {'size':>8} {'time':>8}  state")
     for result in results.values():
         state = "cached" if result.cached else "built"
         print(f"{result.name:<15} {result.image:<44} {result.size_bytes / 1e6:>6.0f}MB {result.seconds:>7.1f}s  "
               f"{state}{' ' + result.note if result.note else ''}")
-    print(f"total {total:.1f} s; manifest {images_cache() / 'images.json'}", flush=True)
+    print(f"total {total:.1f} s; manifest {manifest}", flush=True)
 
 
 def _interrupt(signum, frame) -> None:
@@ -765,8 +801,8 @@ def build_all(engine: Engine, cache: Path, bases: str, network_host: bool, start
         builder.close()
     document = manifest_document(engine.kind, engine.version, bases,
                                  {name: result.entry() for name, result in builder.results.items()})
-    write_manifest(cache, document)
-    print_table(builder.results, time.monotonic() - started)
+    path = write_manifest(cache, document)
+    print_table(builder.results, time.monotonic() - started, path)
     return 0
 
 

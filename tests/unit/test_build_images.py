@@ -246,3 +246,19 @@ def test_own_dockerd_leaves_the_hosts_network_alone(tmp_path):
     assert cmd[cmd.index("--containerd") + 1] == str(tmp_path / "run" / "containerd.sock"), "not a system containerd"
     for option in ("--exec-root", "--pidfile"):
         assert cmd[cmd.index(option) + 1].startswith(str(tmp_path / "run"))
+
+
+def test_an_incomplete_manifest_never_replaces_a_complete_one(tmp_path):
+    complete = fake_manifest(tmp_path)
+    assert bi.manifest_is_complete(complete)
+    incomplete = json.loads(json.dumps(complete))
+    incomplete["images"]["operator"]["archive"] = None
+    assert not bi.manifest_is_complete(incomplete)
+    assert bi.write_manifest(tmp_path, incomplete) == tmp_path / "images.partial.json"
+    assert bi.read_manifest(tmp_path) == complete
+    newer = json.loads(json.dumps(complete))
+    newer["images"]["operator"]["key"] = "n" * 64
+    assert bi.write_manifest(tmp_path, newer) == tmp_path / "images.json"
+    assert bi.read_manifest(tmp_path) == newer
+    (tmp_path / "images.json").unlink()
+    assert bi.write_manifest(tmp_path, incomplete) == tmp_path / "images.json", "better than none"
