@@ -546,8 +546,8 @@ def make_context(spec: Spec, dest: Path) -> Path:
 
 
 class Builder:
-    def __init__(self, engine: Engine, cache: Path, network_host: bool):
-        self.engine, self.cache, self.network_host = engine, cache, network_host
+    def __init__(self, engine: Engine, cache: Path, network: str):
+        self.engine, self.cache, self.network = engine, cache, network
         self.previous = read_manifest(cache).get("images", {})
         self.results: dict[str, Result] = {}
         self.work = Path(tempfile.mkdtemp(prefix="cachedmodel-images-"))
@@ -563,21 +563,30 @@ class Builder:
         result = Result(name, image, key, cached, time.monotonic() - started, found.get("Size", 0),
                         image_id=found.get("Id", ""), note=note)
         if name in NODE_IMAGES:
-            result.archive = self.save(name, image, key)
+            result.archive = self.save(name, image, key, result.image_id)
         result.seconds = time.monotonic() - started
         self.results[name] = result
         log(f"{name}: {image} {'cached' if cached else 'built'} in {result.seconds:.1f} s"
             f" ({result.size_bytes / 1e6:.0f} MB){' ' + note if note else ''}")
         return result
 
-    def save(self, name: str, image: str, key: str) -> str | None:
-        """`docker save` for a node's containerd import, unless the archive of this key is already there."""
+    def save(self, name: str, image: str, key: str, image_id: str) -> str | None:
+        """`docker save` for a node's containerd import, unless the archive of this very image is there."""
         path = self.cache / "archives" / archive_name(image)
         before = self.previous.get(name, {})
-        if path.is_file() and before.get("key") == key and before.get("archive") == str(path):
+        if (path.is_file() and before.get("archive") == str(path) and before.get("key") == key
+                and before.get("id") == image_id):
             return str(path)
         tmp = path.with_suffix(".tar.tmp")
-        self.engine.docker("save", "-o", str(tmp), image)
+        saved = self.engine.docker("save", "-o", str(tmp), image, check=False)
+        if saved.returncode != 0:
+            # Docker's containerd image store cannot save a pulled multi-platform image whole (only the
+            # host's platform was pulled: kind#3795); save that platform (docker >= 28).
+            found = self.engine.inspect(image) or {}
+            platform = f"{found.get('Os', 'linux')}/{found.get('Architecture', 'amd64')}"
+            log(f"{name}: docker save failed ({saved.stderr.decode(errors='replace').strip()[-200:]}); "
+                f"retrying with --platform {platform}")
+            self.engine.docker("save", "--platform", platform, "-o", str(tmp), image)
         if not tmp.is_file():  # only a stand-in CLI does this; a node cannot use the image then
             log(f"{name}: `docker save` wrote no archive: the manifest lists none for {image}")
             return None
@@ -601,8 +610,8 @@ class Builder:
             return self.finish(spec.name, spec.image, key, True, started)
         log(f"{spec.name}: building {spec.image} ({len(files)} context files)")
         cmd = [self.engine.client, "build", "-f", str(dockerfile), "-t", spec.image, "--label", f"{KEY_LABEL}={key}"]
-        if self.network_host:
-            cmd += ["--network", "host"]
+        if self.network:
+            cmd += ["--network", self.network]
         for name, value in sorted(args.items()):
             cmd += ["--build-arg", f"{name}={value}"]
         self.stream(spec.name, cmd + [str(ctx)])
@@ -771,17 +780,19 @@ def main(argv: list[str] | None = None) -> int:
         user = Engine(shutil.which("docker") or "docker", dict(os.environ))
         if user.answers():
             log(f"using the running Docker engine {user.version}")
-            return build_all(user, cache, "upstream" if options.bases == "auto" else options.bases, False, started)
+            network = os.environ.get("IMAGES_BUILD_NETWORK", "")  # the engine's default unless asked
+            return build_all(user, cache, "upstream" if options.bases == "auto" else options.bases, network, started)
         log("no Docker engine answers: starting our own for this build")
         ensure_packages(["docker.io", "debootstrap"])
         with OwnEngine(cache) as engine:
-            return build_all(engine, cache, "local" if options.bases == "auto" else options.bases, True, started)
+            network = os.environ.get("IMAGES_BUILD_NETWORK") or "host"  # our engine has no bridge
+            return build_all(engine, cache, "local" if options.bases == "auto" else options.bases, network, started)
 
 
-def build_all(engine: Engine, cache: Path, bases: str, network_host: bool, started: float) -> int:
+def build_all(engine: Engine, cache: Path, bases: str, network: str, started: float) -> int:
     if bases == "local" and os.geteuid() != 0:
         raise BuildError("local bases need debootstrap, which needs root")
-    builder = Builder(engine, cache, network_host)
+    builder = Builder(engine, cache, network)
     try:
         if bases == "local":
             builder.debian_base()
