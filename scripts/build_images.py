@@ -319,10 +319,6 @@ class Engine:
         found = self.inspect(image) or {}
         return ((found.get("Config") or {}).get("Labels") or {}).get(KEY_LABEL)
 
-    @property
-    def build_env(self) -> dict[str, str]:
-        return self.env
-
 
 def dockerd_command(data_root: Path, tmp: Path, containerd_sock: Path) -> list[str]:
     """Our dockerd: images under data_root, everything else in tmp, and nothing on the host's network:
@@ -622,7 +618,7 @@ class Builder:
         """Run a build with its output in logs/<name>.log and its steps on the console."""
         logpath = self.cache / "logs" / f"{name}.log"
         with open(logpath, "w") as logfile:
-            proc = subprocess.Popen(cmd, env=self.engine.build_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, env=self.engine.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, errors="replace")
             for line in proc.stdout:
                 logfile.write(line)
@@ -782,6 +778,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"using the running Docker engine {user.version}")
             network = os.environ.get("IMAGES_BUILD_NETWORK", "")  # the engine's default unless asked
             return build_all(user, cache, "upstream" if options.bases == "auto" else options.bases, network, started)
+        if os.geteuid() != 0:
+            raise BuildError("no Docker engine answers (`docker info` failed): start Docker, or run `make images` "
+                             "as root so that it can run an engine of its own (Debian's docker.io) for the build")
         log("no Docker engine answers: starting our own for this build")
         ensure_packages(["docker.io", "debootstrap"])
         with OwnEngine(cache) as engine:
