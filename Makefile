@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 TOOLS_CACHE ?= $(HOME)/.cache/cachedmodel-tools
 export TOOLS_CACHE
 
-.PHONY: help setup venv lock model redis-server wrk test test-unit test-integration test-k8s test-e2e bench demo tools manifests images lint-images kind-e2e clean
+.PHONY: help setup venv lock model redis-server wrk node-deps test test-unit test-integration test-k8s test-e2e test-pods bench demo tools manifests images lint-images kind-e2e clean
 
 help: ## list the tasks
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -67,9 +67,17 @@ model: $(MODEL_ARTIFACT) ## train the example model (fixed seed) into examples/i
 
 setup: $(VENV)/.installed redis-server wrk model ## dev environment: .venv with everything editable, redis-server, wrk, model
 
+# What a real node needs from Debian (the real-pods tier): container runtime, CNI plugins, firewall tools.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables nftables conntrack
+node-deps: ## install Debian's containerd, runc, CNI plugins, iptables and nftables when missing (real pods)
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing (apt)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+	  { echo "could not install $$missing: run as root or install them yourself"; exit 1; }; fi
+
 # ---------------------------------------------------------------- tests
-test: setup tools ## the whole suite: unit, integration (real redis), k8s and e2e (real kube-apiserver)
-	CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests
+test: setup tools images node-deps ## the whole suite: unit, integration (real redis), k8s (kwok), e2e (real pods)
+	CACHEDMODEL_REQUIRE_K8S=1 CACHEDMODEL_KUBECONFIG= $(PY) -m pytest tests
 
 # Offline for real: as root the unit tests run in a fresh network namespace (loopback only).
 test-unit: $(VENV)/.installed ## unit tests only, offline (no apt, no downloads beyond the venv)
@@ -81,9 +89,14 @@ test-integration: setup ## integration tests against a real redis-server
 test-k8s: setup tools ## operator and chart tests against the local control plane
 	CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/k8s
 
-# `make test-e2e KUBECONFIG=~/.kube/config` targets that cluster; without it, a local control plane.
-test-e2e: setup tools ## e2e suite against the cluster KUBECONFIG names, else the local control plane
-	CACHEDMODEL_KUBECONFIG="$${CACHEDMODEL_KUBECONFIG:-$${KUBECONFIG:-}}" CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/e2e
+test-pods: setup tools images node-deps ## the real-pods tier alone: the e2e suite on a local cluster whose pods run
+	CACHEDMODEL_REQUIRE_K8S=1 CACHEDMODEL_KUBECONFIG= $(PY) -m pytest tests/e2e
+
+# `make test-e2e KUBECONFIG=~/.kube/config` targets that cluster (CACHEDMODEL_REAL_PODS=1 when its pods
+# run: kind, a real cluster); without KUBECONFIG it is `make test-pods`.
+test-e2e: setup tools ## e2e suite against the cluster KUBECONFIG names, else the local real-pods cluster
+	@if [ -z "$${CACHEDMODEL_KUBECONFIG:-$${KUBECONFIG:-}}" ]; then $(MAKE) --no-print-directory test-pods; else \
+	  CACHEDMODEL_KUBECONFIG="$${CACHEDMODEL_KUBECONFIG:-$${KUBECONFIG:-}}" CACHEDMODEL_REQUIRE_K8S=1 $(PY) -m pytest tests/e2e; fi
 
 # ---------------------------------------------------------------- benchmarks
 bench: setup tools ## benchmarks; results in bench/results/*.json and *.md

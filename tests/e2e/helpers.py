@@ -29,9 +29,12 @@ KUBE_VERSION = "1.34.0"  # for `helm template` (chart kubeVersion check); the lo
 # Kinds the operator makes for a CachedModel (all owned by it).
 CHILD_KINDS = ["deployments.apps", "statefulsets.apps", "services", "configmaps", "secrets",
                "networkpolicies.networking.k8s.io", "poddisruptionbudgets.policy"]
-REAL_PODS = os.environ.get("CACHEDMODEL_REAL_PODS") == "1"
-REAL_PODS_REASON = ("needs a cluster that really runs containers: the local control plane's kwok pods run "
-                    "nothing. Run `make kind-e2e` (sets CACHEDMODEL_REAL_PODS=1 on a kind cluster)")
+# The local e2e cluster runs real pods (tests/e2e/conftest.py); a cluster of CACHEDMODEL_KUBECONFIG's
+# does when CACHEDMODEL_REAL_PODS=1 says so (kind, a user's cluster), else it may be a kwok one.
+REAL_PODS = os.environ.get("CACHEDMODEL_REAL_PODS") == "1" or not os.environ.get("CACHEDMODEL_KUBECONFIG")
+REAL_PODS_REASON = ("needs a cluster that really runs containers: CACHEDMODEL_KUBECONFIG names one without "
+                    "CACHEDMODEL_REAL_PODS=1 (set it when its pods run, or unset CACHEDMODEL_KUBECONFIG to use "
+                    "the local real-pods cluster)")
 
 
 # ------------------------------------------------------------------ helm without a cluster
@@ -97,9 +100,13 @@ def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
-def example_cachedmodel() -> dict:
-    """The example CachedModel of manifests/examples/ (no namespace: it goes where it is applied)."""
-    return one(load_docs(EXAMPLE_FILE), "CachedModel")
+def example_cachedmodel(cluster=None) -> dict:
+    """The example CachedModel of manifests/examples/ (no namespace: it goes where it is applied), with
+    the cluster's Redis image when it has its own (the local real-pods cluster cannot pull redis:7.2)."""
+    body = one(load_docs(EXAMPLE_FILE), "CachedModel")
+    if cluster is not None and getattr(cluster, "redis_image", None):
+        body["spec"].setdefault("redis", {})["image"] = cluster.redis_image
+    return body
 
 
 def rbac_rules_of_operator() -> dict:

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.helpers import (CRD_NAME, EXAMPLE_FILE, MANIFESTS_DIR, REAL_PODS, condition, describe,
+from tests.e2e.helpers import (CRD_NAME, MANIFESTS_DIR, REAL_PODS, condition, describe,
                                example_cachedmodel, get_json, managed_children, owned_children, wait_for)
 from tests.e2e.operator_runner import DeployedOperator
 
@@ -55,8 +55,9 @@ def test_kubectl_apply_manifests_installs_a_working_cluster_wide_operator(instal
     config = get_json(cluster, "configmap", DEPLOYMENT, "-n", NAMESPACE)
     assert config["data"]["WATCH_NAMESPACES"] == "", "the manifests install watches every namespace"
 
-    cluster.kubectl("apply", "-n", models, "-f", str(EXAMPLE_FILE))
-    name = example_cachedmodel()["metadata"]["name"]
+    example = example_cachedmodel(cluster)
+    cluster.kubectl("apply", "-n", models, "-f", "-", input=json.dumps(example))
+    name = example["metadata"]["name"]
 
     def ready() -> bool:
         found = get_json(cluster, "cachedmodel", name, "-n", models)
@@ -67,7 +68,7 @@ def test_kubectl_apply_manifests_installs_a_working_cluster_wide_operator(instal
     assert owned_children(cluster, models, uid).get("statefulsets.apps"), "managed Redis made"
 
     # removal: the example, then the install (namespace, RBAC, CRD)
-    cluster.kubectl("delete", "-n", models, "-f", str(EXAMPLE_FILE), "--timeout=120s", timeout=150)
+    cluster.kubectl("delete", "-n", models, "-f", "-", "--timeout=120s", input=json.dumps(example), timeout=150)
     wait_for(lambda: not managed_children(cluster, models), 120, "children deleted", diagnose=lambda: describe(cluster, models))
     operator.stop()
     cluster.kubectl("delete", "-f", str(MANIFESTS_DIR), "--timeout=180s", timeout=200)

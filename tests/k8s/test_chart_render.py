@@ -148,6 +148,11 @@ def test_sample_and_helm_test_pod():
     assert "http://rel-cachedmodel-operator.ops.svc:8080/healthz" in test_pod["spec"]["containers"][0]["command"][-1]
     assert test_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert not find(helm_template("--set", "tests.enabled=false"), "Pod")
+    # while it runs (Ready: it has no probe) the operator's Service must not route to it, nor count it
+    selector = one(docs, "Service")["spec"]["selector"]
+    assert not selector.items() <= test_pod["metadata"]["labels"].items(), "the Service selects the test pod"
+    deployment_selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not deployment_selector.items() <= test_pod["metadata"]["labels"].items()
 
 
 def _leaf_paths(value, prefix=""):

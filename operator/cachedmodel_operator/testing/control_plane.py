@@ -184,6 +184,8 @@ class ControlPlane:
         when real pods must reach it, see testing/pods.py); `kwok_nodes`: fake nodes (0 with a real node)."""
         kubeconfig = kubeconfig or None  # "" (e.g. `make test-e2e` with KUBECONFIG unset) = start a local one
         self.address, self.kwok_nodes = address, kwok_nodes
+        self.real_pods = os.environ.get("CACHEDMODEL_REAL_PODS") == "1"  # an existing cluster whose pods run
+        self.redis_image: str | None = None  # None: CachedModels keep their default Redis image
         self.bin_dir = str(bin_dir)
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="cachedmodel-k8s-"))
         self.components: list[Component] = []

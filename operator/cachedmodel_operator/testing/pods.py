@@ -236,10 +236,13 @@ def missing_prerequisites(bin_dir: Path) -> list[str]:
 class PodsCluster(ControlPlane):
     """The control plane on a pod bridge plus one real node; `kubectl`, `helm`, `api_client` as usual."""
 
-    def __init__(self, bin_dir: Path, images: dict[str, Path], sandbox_image: str,
+    def __init__(self, bin_dir: Path, images: dict[str, Path], sandbox_image: str, redis_image: str | None = None,
                  network: PodNetwork = PodNetwork(), workdir: Path | None = None):
+        """`images`: tag -> `docker save` archive to import; `redis_image`: what CachedModels here run as
+        Redis (a local build: the default redis:7.2 cannot be pulled)."""
         super().__init__(bin_dir, workdir=workdir, address=network.node_ip, kwok_nodes=0)
         self.network, self.images, self.sandbox_image = network, images, sandbox_image
+        self.redis_image = redis_image
         self.changes = HostChanges()
         self.node_components: list[Component] = []
         self.timings: dict[str, float] = {}
