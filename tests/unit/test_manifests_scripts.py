@@ -89,7 +89,7 @@ def test_kind_e2e_flow_and_teardown(tmp_path, pytest_args, succeeds):
         (stubs / name).chmod(0o755)
     calls = tmp_path / "calls.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEDMODEL_")}
-    env.update(PATH=f"{stubs}:{Path(helm_binary()).parent}:{os.environ['PATH']}", CALLS=str(calls), PYTEST_ARGS=pytest_args,
+    env.update(PATH=f"{stubs}:{Path(helm_binary()).parent}:{os.environ['PATH']}", CALLS=str(calls), IMAGES_CACHE=str(tmp_path / "images"), PYTEST_ARGS=pytest_args,
                KIND_CLUSTER_NAME="cm-test")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "kind-e2e.sh")], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -119,7 +119,7 @@ def test_kind_e2e_loads_a_multi_platform_image_through_a_single_platform_archive
         (stubs / name).chmod(0o755)
     calls = tmp_path / "calls.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEDMODEL_")}
-    env.update(PATH=f"{stubs}:{Path(helm_binary()).parent}:{os.environ['PATH']}", CALLS=str(calls), PYTEST_ARGS="--collect-only -q",
+    env.update(PATH=f"{stubs}:{Path(helm_binary()).parent}:{os.environ['PATH']}", CALLS=str(calls), IMAGES_CACHE=str(tmp_path / "images"), PYTEST_ARGS="--collect-only -q",
                KIND_CLUSTER_NAME="cm-test", SKIP_BUILD="1", FAIL_LOAD="redis:7.2")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "kind-e2e.sh")], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
