@@ -122,6 +122,13 @@ BAD = [
     ({"model": {"env": [{"name": "REDIS_URL", "value": "redis://elsewhere"}]}}, "spec.model.env"),
     ({"model": {"classPath": "not a class path"}}, "spec.model.classPath"),
     ({"cache": {"serdr": "JSON"}}, "spec.cache.serdr"),
+    # env[].valueFrom is core/v1's EnvVarSource: no unknown shapes, exactly one source, its required keys
+    ({"model": {"env": [{"name": "X", "valueFrom": {"foo": 1}}]}}, "spec.model.env[0].valueFrom"),
+    ({"model": {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"},
+                                                    "fieldRef": {"fieldPath": "metadata.name"}}}]}},
+     "spec.model.env[0].valueFrom"),
+    ({"model": {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}},
+     "spec.model.env[0].valueFrom.secretKeyRef.key"),
 ]
 
 
