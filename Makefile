@@ -109,7 +109,7 @@ demo: $(DEMO_VENV)/.installed redis-server ## start redis + the model service, s
 	$(DEMO_PY) -m scripts.demo
 
 # ---------------------------------------------------------------- kubernetes tools
-tools: ## build etcd, kube-*, kwok, kubectl and helm into $(TOOLS_CACHE) (cached by version)
+tools: ## build etcd, kube-*, kubelet, kube-proxy, kwok, kubectl, helm, CoreDNS, kube-network-policies into $(TOOLS_CACHE)
 	bash scripts/build-tools.sh
 
 # ---------------------------------------------------------------- shipping
