@@ -181,3 +181,23 @@ def describe(cluster, namespace: str) -> str:
 def apply_objects(cluster, docs: list[dict], namespace: str | None = None) -> None:
     args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
     cluster.kubectl(*args, input=yaml.safe_dump_all(docs))
+
+
+# ------------------------------------------------------------------ real-pods traffic
+
+
+def bridge_target(cluster, address: str) -> str:
+    """`address` when it is a pod or Service address of the cluster's own bridge (the only non-loopback
+    place test traffic may go); fails the test otherwise."""
+    network = getattr(cluster, "network", None)
+    assert network is not None, "sending to pod/Service addresses needs the local real-pods cluster (its bridge)"
+    assert network.owns(address), f"{address} is not a pod or Service address of bridge {network.bridge}"
+    return address
+
+
+def redis_hits(metrics_text: str) -> float:
+    """cachedmodel_cache_hits_total{tier="redis"} summed over models, from a /metrics page."""
+    import re
+
+    pattern = re.compile(r'^cachedmodel_cache_hits_total\{[^}]*tier="redis"[^}]*\}\s+([0-9.eE+-]+)$', re.MULTILINE)
+    return sum(float(v) for v in pattern.findall(metrics_text))
