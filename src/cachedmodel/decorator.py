@@ -68,6 +68,19 @@ def _identical(left: Any, right: Any) -> bool:
     return left == right
 
 
+def _finite(value: Any) -> bool:
+    """No NaN or +-Inf float anywhere in a built output (fields, extras, nested models, containers)."""
+    if isinstance(value, float):
+        return value - value == 0.0  # nan - nan and inf - inf are nan
+    if isinstance(value, BaseModel):
+        return _finite(value.__dict__) and _finite(value.__pydantic_extra__ or ())
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(map(_finite, value))
+    return True
+
+
 def _was_stored(outcome: tuple[BaseModel, bool]) -> bool:
     return outcome[1]
 
@@ -276,14 +289,22 @@ class RedisCachingDecorator(MLModelDecorator):
         if self._output_is_root:
             if len(values) != 1:
                 raise DecodeError(f"value has {len(values)} fields, a RootModel output 1")
-            return self._validate_output(values[0], strict=False, by_alias=False, by_name=True)
+            output = self._validate_output(values[0], strict=False, by_alias=False, by_name=True)
+            if not _finite(output.__dict__):
+                raise DecodeError("value holds a non-finite float after validation")
+            return output
         if len(values) == len(fields):
             data = dict(zip(fields, values))
         elif self._output_extra and len(values) == len(fields) + 1 and type(values[-1]) is dict:
             data = {**values[-1], **dict(zip(fields, values))}
         else:
             raise DecodeError(f"value has {len(values)} fields, the output schema {len(fields)}")
-        return self._validate_output(data, strict=False, by_alias=False, by_name=True)
+        output = self._validate_output(data, strict=False, by_alias=False, by_name=True)
+        # the codec refuses stored NaN/Inf floats, but lax validation turns a stored "nan", "-inf" or
+        # "1e400" string into one: such an output could never be sent as JSON (HTTP 500 on every hit)
+        if not _finite(output.__dict__) or (self._output_extra and not _finite(output.__pydantic_extra__ or ())):
+            raise DecodeError("value holds a non-finite float after validation")
+        return output
 
     def _check_faithful(self, output: BaseModel, stored: bytes) -> None:
         """Raise unless a hit on `stored` returns what this miss returns (==, _identical, same
