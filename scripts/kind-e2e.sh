@@ -14,7 +14,10 @@
 #
 # Environment: KIND_CLUSTER_NAME (default cachedmodel-e2e), KEEP_CLUSTER=1 keeps the cluster for
 # debugging (the kubeconfig path is printed), SKIP_BUILD=1 reuses images already built,
-# PYTEST_ARGS extra pytest arguments (e.g. "-x -k upgrade").
+# PYTEST_ARGS extra pytest arguments (e.g. "-x -k upgrade"), KIND_CONFIG another kind config (default
+# kind-config.yaml; e.g. a node image built locally, for a machine that cannot pull kindest/node),
+# CACHEDMODEL_REDIS_IMAGE the Redis image loaded into the node and run by the CachedModels of the
+# suite (default redis:7.2, the example's; e.g. a local build where Docker Hub is out of reach).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +25,8 @@ KIND_RELEASE=v0.33            # kind-config.yaml pins a node image built by this
 CLUSTER=${KIND_CLUSTER_NAME:-cachedmodel-e2e}
 OPERATOR_IMAGE=cachedmodel/operator:0.1.0
 MODEL_IMAGE=cachedmodel/insurance-charges-model:0.1.0
-REDIS_IMAGE=redis:7.2         # the example CachedModel's spec.redis.image
+REDIS_IMAGE=${CACHEDMODEL_REDIS_IMAGE:-redis:7.2}   # default: the example CachedModel's spec.redis.image
+KIND_CONFIG=${KIND_CONFIG:-kind-config.yaml}
 PYTHON=.venv/bin/python
 
 log() { printf '[kind-e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -52,6 +56,7 @@ if [[ -z "${CACHEDMODEL_K8S_BIN_DIR:-}" ]]; then
   ln -s "$(command -v helm)" "$bin_dir/helm"
   export CACHEDMODEL_K8S_BIN_DIR="$bin_dir"
 fi
+[[ -f "$KIND_CONFIG" ]] || die "KIND_CONFIG=$KIND_CONFIG: no such file (a path relative to the repository root, or absolute)"
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   die "a kind cluster named $CLUSTER already exists: delete it (kind delete cluster --name $CLUSTER) or set KIND_CLUSTER_NAME"
 fi
@@ -100,9 +105,9 @@ else
 fi
 docker image inspect "$REDIS_IMAGE" >/dev/null 2>&1 || docker pull "$REDIS_IMAGE"
 
-log "creating kind cluster $CLUSTER (kind-config.yaml)"
+log "creating kind cluster $CLUSTER ($KIND_CONFIG)"
 created=1
-kind create cluster --name "$CLUSTER" --config kind-config.yaml --kubeconfig "$KUBECONFIG" --wait 180s
+kind create cluster --name "$CLUSTER" --config "$KIND_CONFIG" --kubeconfig "$KUBECONFIG" --wait 180s
 
 # `kind load docker-image` fails on a pulled multi-platform image (redis) under Docker's containerd
 # image store, the default of new Docker 29 installs: `docker save` writes the whole platform index
@@ -125,6 +130,6 @@ done
 
 log "running the e2e suite against $CLUSTER (real pods)"
 # shellcheck disable=SC2086  # PYTEST_ARGS is a list of arguments on purpose
-CACHEDMODEL_KUBECONFIG="$KUBECONFIG" CACHEDMODEL_REAL_PODS=1 \
+CACHEDMODEL_KUBECONFIG="$KUBECONFIG" CACHEDMODEL_REAL_PODS=1 CACHEDMODEL_REDIS_IMAGE="$REDIS_IMAGE" \
   "$PYTHON" -m pytest tests/e2e -m e2e -v ${PYTEST_ARGS:-}
 log "e2e passed on kind"

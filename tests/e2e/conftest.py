@@ -1,7 +1,8 @@
 """e2e tier (each module sets pytestmark = e2e), on a cluster whose pods really run.
 
 `kube_cluster` here is the e2e tier's own: CACHEDMODEL_KUBECONFIG's cluster when set (kind, a user's
-cluster: CACHEDMODEL_REAL_PODS=1 says it runs containers), else a real-pods cluster started on this
+cluster: CACHEDMODEL_REAL_PODS=1 says it runs containers, CACHEDMODEL_REDIS_IMAGE names the Redis image
+its CachedModels use), else a real-pods cluster started on this
 machine (cachedmodel_operator.testing.pods: the local control plane on a pod bridge plus a real
 node, the images of `make images` imported). The k8s tier keeps the kwok control plane.
 """
@@ -32,7 +33,11 @@ def kube_cluster():
         missing = missing_binaries(bin_dir, CLIENT_BINARIES)
         if missing:
             _unavailable(f"{', '.join(missing)} not found in {bin_dir}: run `make tools`")
-        yield ControlPlane(bin_dir, kubeconfig=existing).start()
+        cluster = ControlPlane(bin_dir, kubeconfig=existing)
+        # the Redis image CachedModels in that cluster use (an air-gapped cluster's mirror, a kind node's
+        # loaded image); unset: the example's own spec.redis.image
+        cluster.redis_image = os.environ.get("CACHEDMODEL_REDIS_IMAGE") or None
+        yield cluster.start()
         return
     from cachedmodel_operator.testing.images import ImagesNotBuilt, archives, image_ref, images_manifest
     from cachedmodel_operator.testing.pods import PodsCluster, missing_prerequisites

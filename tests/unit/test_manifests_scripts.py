@@ -55,7 +55,7 @@ def test_kind_config_pins_the_node_image_by_digest():
     assert f"KIND_CLUSTER_NAME:-{config['name']}" in script, "the script's default cluster name is the config's"
     for node in config["nodes"]:
         assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"]), node["image"]
-    assert "--config kind-config.yaml" in script
+    assert "KIND_CONFIG:-kind-config.yaml}" in script and '--config "$KIND_CONFIG"' in script
     assert 'CACHEDMODEL_REAL_PODS=1' in script and "-m pytest tests/e2e" in script, "kind runs the shared e2e suite"
 
 
@@ -130,3 +130,38 @@ def test_kind_e2e_loads_a_multi_platform_image_through_a_single_platform_archive
     archive = save.split(" -o ")[1].split()[0]
     assert f"kind load image-archive --name cm-test {archive}" in recorded
     assert recorded.index(save) < recorded.index(f"kind load image-archive --name cm-test {archive}")
+
+
+def test_kind_e2e_takes_another_kind_config_and_redis_image(tmp_path):
+    """KIND_CONFIG (a locally built node image: no kindest/node pull) and CACHEDMODEL_REDIS_IMAGE (a local
+    Redis build: no redis:7.2 pull) reach `kind create cluster`, the image loads and the suite; a
+    KIND_CONFIG that does not exist stops the script before any cluster is made."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("docker", "kind"):
+        (stubs / name).write_text(STUB.format(name=name))
+        (stubs / name).chmod(0o755)
+    config = tmp_path / "kind-local.yaml"
+    config.write_text("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n")
+    calls = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEDMODEL_")}
+    env.update(PATH=f"{stubs}:{Path(helm_binary()).parent}:{os.environ['PATH']}", CALLS=str(calls),
+               IMAGES_CACHE=str(tmp_path / "images"), PYTEST_ARGS="--collect-only -q", KIND_CLUSTER_NAME="cm-test",
+               SKIP_BUILD="1", KIND_CONFIG=str(config), CACHEDMODEL_REDIS_IMAGE="local/redis:7.0")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "kind-e2e.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recorded = calls.read_text().splitlines()
+    assert any(c.startswith(f"kind create cluster --name cm-test --config {config} ") for c in recorded), recorded
+    loads = [c for c in recorded if c.startswith("kind load docker-image --name cm-test")]
+    assert any(load.endswith(" local/redis:7.0") for load in loads), loads
+    assert not any("redis:7.2" in c for c in recorded), recorded
+    script = (ROOT / "scripts" / "kind-e2e.sh").read_text()
+    assert 'CACHEDMODEL_REDIS_IMAGE="$REDIS_IMAGE"' in script, "the suite's CachedModels run the loaded Redis image"
+
+    calls.unlink()
+    env["KIND_CONFIG"] = str(tmp_path / "missing.yaml")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "kind-e2e.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "missing.yaml: no such file" in result.stderr, result.stderr
+    assert not any(c.startswith("kind create") for c in calls.read_text().splitlines())
