@@ -11,6 +11,7 @@ from bench import readme
 BENCHMARKS = [
     "bench.bench_decorator",
     "bench.bench_service",
+    "bench.bench_faults",
     "bench.bench_operator",
     "bench.bench_pods",
 ]
