@@ -107,3 +107,29 @@ def test_a_change_that_fails_is_not_recorded():
 def test_mounts_under_lists_deepest_first(tmp_path: Path):
     assert mounts_under(tmp_path) == []
     assert mounts_under(Path("/")) and mounts_under(Path("/"))[-1] == "/"
+
+
+def test_an_iptables_table_is_empty_only_with_nothing_but_accept_policies():
+    from cachedmodel_operator.testing.host import only_default_policies
+
+    assert only_default_policies("-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n")
+    assert not only_default_policies("-P INPUT ACCEPT\n-P FORWARD DROP\n-P OUTPUT ACCEPT\n"), "Docker's DROP policy"
+    assert not only_default_policies("-P FORWARD ACCEPT\n-N DOCKER\n"), "someone's own chain"
+    assert not only_default_policies("-P FORWARD ACCEPT\n-A FORWARD -o docker0 -j DOCKER\n"), "someone's rule"
+
+
+def test_a_sysctl_changed_by_someone_else_meanwhile_is_left_alone(monkeypatch):
+    from cachedmodel_operator.testing import host
+
+    values = {"net.ipv4.ip_forward": "0"}
+    monkeypatch.setattr(host, "read_sysctl", lambda name: values[name])
+    monkeypatch.setattr(host, "write_sysctl", lambda name, value: values.__setitem__(name, value))
+    changes = host.HostChanges()
+    changes.sysctl("net.ipv4.ip_forward", "1")
+    assert values["net.ipv4.ip_forward"] == "1"
+    changes.restore()
+    assert values["net.ipv4.ip_forward"] == "0", "ours: put back"
+    changes.sysctl("net.ipv4.ip_forward", "1")
+    values["net.ipv4.ip_forward"] = "2"  # another program set its own value meanwhile
+    changes.restore()
+    assert values["net.ipv4.ip_forward"] == "2", "theirs: left alone"

@@ -86,8 +86,14 @@ class HostChanges:
         self.undo.append((description, undo))
 
     def sysctl(self, name: str, value: str) -> None:
+        """Set it; put the original back afterwards unless someone else has changed it meanwhile."""
         original = read_sysctl(name)
-        self.apply(f"sysctl {name}={value}", lambda: write_sysctl(name, value), lambda: write_sysctl(name, original))
+
+        def undo() -> None:
+            if read_sysctl(name) == value:
+                write_sysctl(name, original)
+
+        self.apply(f"sysctl {name}={value}", lambda: write_sysctl(name, value), undo)
 
     def keep_sysctls(self, names: list[str]) -> None:
         """Restore these sysctls afterwards, whoever changes them (the kubelet sets kernel.panic & co)."""
@@ -101,7 +107,7 @@ class HostChanges:
 
         def drop_new_empty_tables() -> None:
             for table in set(nft_tables()) - before:
-                if not nft_table_has_rules(table):
+                if iptables_table_is_empty(table):
                     run("nft", "delete", "table", *table.split(), check=False)
 
         self.on_restore("nft tables created by this run", drop_new_empty_tables)
@@ -132,11 +138,24 @@ def nft_tables() -> list[str]:
             if line.startswith("table ")]
 
 
-def nft_table_has_rules(table: str) -> bool:
-    """Anything in the table but chain headers and braces counts as a rule (or a set, a map ...)."""
-    listing = run("nft", "list", "table", *table.split(), check=False).stdout.splitlines()
-    skeleton = ("table ", "chain ", "type ", "}", "")
-    return any(not line.strip().startswith(skeleton) for line in listing)
+IPTABLES_FAMILIES = {"ip": "iptables", "ip6": "ip6tables"}
+
+
+def iptables_table_is_empty(table: str) -> bool:
+    """Is this nft table one of iptables-nft's (`ip filter`, `ip6 nat` ...) holding no rule and no chain
+    of anyone's? Judged through iptables itself, as its owner sees it; anything unreadable is kept."""
+    family, _, name = table.partition(" ")
+    command = IPTABLES_FAMILIES.get(family)
+    if command is None or shutil.which(command) is None:
+        return False
+    result = run(command, "-w", "-t", name, "-S", check=False)
+    return result.returncode == 0 and only_default_policies(result.stdout)
+
+
+def only_default_policies(listing: str) -> bool:
+    """`iptables -S` output with nothing but `-P CHAIN ACCEPT` lines (no rule, no own chain)."""
+    lines = [line.split() for line in listing.splitlines() if line.strip()]
+    return all(len(parts) == 3 and parts[0] == "-P" and parts[2] == "ACCEPT" for parts in lines)
 
 
 def stale_rules(table: str = "filter") -> list[list[str]]:

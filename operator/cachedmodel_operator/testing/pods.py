@@ -3,7 +3,8 @@
 The local control plane (testing/control_plane.py) listens on a bridge this run creates; one real
 node joins it: Debian's containerd + runc with the bridge CNI plugin, a kubelet and kube-proxy
 (iptables) built by `make tools`, CoreDNS as a host process answering cluster.local on the bridge,
-and SIG Network's kube-network-policies as a DaemonSet so that NetworkPolicy is enforced. Images
+and SIG Network's kube-network-policies as a DaemonSet so that NetworkPolicy is enforced (new
+connections to pods reach it through iptables' NFQUEUE target: this kernel lacks nftables' queue). Images
 come from `make images` (docker archives imported into containerd); nothing is ever pulled.
 
 Addresses: pods and Services live on that bridge (PodNetwork), and the Service range is routed to
@@ -39,6 +40,7 @@ NODE_BINARIES = ["kubelet", "kube-proxy", "coredns", "netpol"]
 HOST_COMMANDS = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "nft"]
 CNI_DIR = Path("/usr/lib/cni")
 NETPOL_IMAGE = "cachedmodel-local/kube-network-policies:v0.8.0"
+NETPOL_QUEUE = 98  # the nfqueue the network-policy agent reads
 KUBELET_SYSCTLS = ["kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "vm.panic_on_oom"]
 STARTED: list["PodsCluster"] = []  # clusters started in this process (for a summary line)
 APT_PACKAGES = ["containerd", "runc", "containernetworking-plugins", "iptables", "nftables", "conntrack"]
@@ -188,7 +190,7 @@ def netpol_manifests(image: str) -> list[dict]:
              "tolerations": [{"operator": "Exists"}],
              "containers": [{
                  "name": name, "image": image, "imagePullPolicy": "Never",
-                 "args": ["--hostname-override=$(NODE_NAME)", "--disable-nri", "--nfqueue-id=98",
+                 "args": ["--hostname-override=$(NODE_NAME)", "--disable-nri", f"--nfqueue-id={NETPOL_QUEUE}",
                           "--netfilter-bug-1766-fix=false", "--metrics-bind-address=127.0.0.1:9080", "--v=2"],
                  "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
                  "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
@@ -364,6 +366,11 @@ class PodsCluster(ControlPlane):
 
         self.changes.on_restore("kube-network-policies nftables",
                                 lambda: run("nft", "delete", "table", "inet", "kube-network-policies", check=False))
+        # kube-network-policies sends new connections to its nfqueue with nftables' `queue` statement, which
+        # kernels without CONFIG_NFT_QUEUE lack (its rule sync then fails and nothing is enforced): hand it
+        # every new connection to a pod through iptables' NFQUEUE target instead (bypassed while it is down)
+        self.changes.iptables_rule("filter", "FORWARD", "-o", net.bridge, "-m", "conntrack", "--ctstate", "NEW",
+                                   "-j", "NFQUEUE", "--queue-num", str(NETPOL_QUEUE), "--queue-bypass")
         self.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(m) for m in netpol_manifests(NETPOL_IMAGE)))
         self.kubectl("rollout", "status", "daemonset/kube-network-policies", "-n", "kube-system", "--timeout=120s",
                      timeout=130)
