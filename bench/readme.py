@@ -16,6 +16,7 @@ from bench.common import RESULTS_DIR
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
+SUMMARY_SOURCES = ("decorator", "service", "operator", "faults", "pods")
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -43,6 +44,7 @@ def summary(results_dir: Path = RESULTS_DIR) -> str:
         return json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8"))
 
     decorator, service, operator = load("decorator"), load("service"), load("operator")
+    faults, pods = load("faults"), load("pods")
     checks, best, ratios = decorator["checks"], service["best"], service["ratios"]
     stampede = {row["single_flight"]: row["model_calls"] for row in decorator["stampede"]}
     rows = [
@@ -59,6 +61,14 @@ def summary(results_dir: Path = RESULTS_DIR) -> str:
          "bench_operator"),
         (f"operator: {operator['scale']['cachedmodels']} CachedModels all Ready",
          f"{operator['scale']['all_ready_s']:.1f} s", "bench_operator"),
+        (f"{len(faults['faults'])} kinds of Redis fault under HTTP load: failed / wrong predictions",
+         f"{faults['totals']['non_200']} / {faults['totals']['wrong']} of {faults['totals']['requests']:,}",
+         "bench_faults"),
+        ("real pods: apply → first cached prediction served, p50", f"{pods['apply_to_first_hit']['p50_s']:.1f} s",
+         "bench_pods"),
+        ("real pods: Redis pod deleted → hits again, p50 (failed predictions meanwhile)",
+         f"{pods['redis_deleted_to_hits']['p50_s']:.1f} s ({pods['failed_predictions_during_redis_outage']})",
+         "bench_pods"),
     ]
     table = ["| measure | result | benchmark |", "|---|---|---|"]
     table += [f"| {measure} | {result} | `bench/{module}.py` |" for measure, result, module in rows]
@@ -79,7 +89,7 @@ def render(text: str, names: list[str] | None = None, results_dir: Path = RESULT
     """`text` with the blocks of `names` (default: every block it has) regenerated from the results."""
     for name in names or names_in(text):
         if name == "summary":
-            if all((results_dir / f"{n}.json").exists() for n in ("decorator", "service", "operator")):
+            if all((results_dir / f"{n}.json").exists() for n in SUMMARY_SOURCES):
                 text = _replace(text, name, summary(results_dir))
         elif (results_dir / f"{name}.md").exists():
             text = _replace(text, name, block(name, results_dir))
