@@ -127,7 +127,10 @@ def test_metadata_of_an_unknown_model_is_404_naming_it(http):
     assert any("no_such_model" in message for message in payload["messages"]), payload
     assert any(MODEL in message for message in payload["messages"]), payload  # says which models there are
     documented = http.get("/openapi.json").json()["paths"]["/api/models/{model_qualified_name}/metadata"]["get"]
-    assert {"200", "404"} <= set(documented["responses"]) and "500" not in documented["responses"]
+    assert {"200", "404"} <= set(documented["responses"])
+    # 500 stays documented (any route can fail unexpectedly: issue 15), but not as the unknown-model answer
+    assert "NotFound" in documented["responses"]["404"]["description"]
+    assert "unexpected" in documented["responses"]["500"]["description"]
 
 
 @pytest.mark.parametrize("method, path, status", [

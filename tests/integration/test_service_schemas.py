@@ -4,6 +4,10 @@ second request was a decode error and a model call. Real uvicorn process, real r
 models below are loaded by the service from their class_path."""
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
+
 import httpx
 import pytest
 import redis
@@ -58,6 +62,45 @@ class PricesModel(_Base):
 
     def predict(self, data: Query) -> Prices:
         return Prices([data.n / 3, data.n / 9])
+
+
+class Stamp(BaseModel):
+    at: datetime.datetime
+    day: datetime.date
+    amount: decimal.Decimal
+    id: uuid.UUID
+    raw: bytes
+
+
+class StampModel(_Base):
+    qualified_name = "stamp_model"
+    output_schema = Stamp
+
+    def predict(self, data: Query) -> Stamp:
+        return Stamp(at=datetime.datetime(2024, 5, 6, 7, 8, data.n % 60, tzinfo=datetime.timezone.utc),
+                     day=datetime.date(2024, 5, 6), amount=decimal.Decimal(data.n) / 4, id=uuid.UUID(int=data.n),
+                     raw=b"n=%d" % data.n)
+
+
+def test_outputs_with_datetime_decimal_uuid_fields_are_served_in_their_json_forms(tmp_path, redis_server):
+    """Before, the route and the fast path sent json.dumps(output.model_dump()), which cannot encode these
+    types: every request was a 500. Now both render in pydantic's JSON mode, a hit byte-identical to a miss."""
+    cache = {"class_path": "cachedmodel.RedisCachingDecorator", "configuration": {"url": redis_server.url}}
+    config = tmp_path / "rest_config.yaml"
+    config.write_text(yaml.safe_dump({"models": [
+        {"class_path": f"tests.integration.test_service_schemas.{model.__name__}", "create_endpoint": True,
+         "decorators": decorators} for model, decorators in ((StampModel, [cache]),)]}))
+    expected = {"at": "2024-05-06T07:08:05Z", "day": "2024-05-06", "amount": "1.25",
+                "id": "00000000-0000-0000-0000-000000000005", "raw": "n=5"}
+    with ModelService(config=config) as service, httpx.Client(base_url=service.url, timeout=10.0) as http:
+        miss = http.post("/api/models/stamp_model/prediction", json={"n": 5})
+        assert miss.status_code == 200 and miss.headers["x-cache"] == "miss", miss.text
+        assert miss.json() == expected
+        hit = http.post("/api/models/stamp_model/prediction", json={"n": 5})
+        assert hit.status_code == 200 and hit.headers.get("x-cache") == "hit", hit.text
+        assert hit.content == miss.content
+        schema = http.get("/openapi.json").json()["components"]["schemas"]["Stamp"]["properties"]
+        assert schema["at"]["format"] == "date-time" and schema["id"]["format"] == "uuid"
 
 
 @pytest.mark.parametrize("serder", ["MessagePack", "JSON"])

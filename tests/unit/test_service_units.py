@@ -2,16 +2,22 @@
 the container's environment contract, configuration loading. The HTTP behaviour itself is tested
 against a real uvicorn + redis-server in tests/integration/test_service.py."""
 import asyncio
+import datetime
+import decimal
 import json
+import uuid
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt, ValidationError
 from starlette.responses import JSONResponse
 
 from cachedmodel.service.__main__ import SettingsError, server_options
 from cachedmodel.service.config import ConfigurationFileError, config_path, load_configuration, parse_configuration
 from cachedmodel.service.errors import classify, is_json_content_type
+from cachedmodel.service.factory import prediction_endpoint
 from cachedmodel.service.fastpath import PredictionFastPath, model_name_of, output_body, render_json
+from cachedmodel.service.inputs import json_schema_integers_adapter
+from cachedmodel.service.openapi import document_contract
 
 
 @pytest.mark.parametrize("value, expected", [("application/json", True), ("application/json; charset=utf-8", True),
@@ -50,15 +56,83 @@ def test_prediction_path_parsing():
         assert model_name_of(path) is None
 
 
-def test_fast_path_renders_exactly_like_the_stock_route():
+def test_fast_path_renders_exactly_like_the_route():
     class Out(BaseModel):
         charges: float
         note: str
 
     output = Out(charges=1234.5, note="Zürich")
     assert output_body(output) == JSONResponse(content=output.model_dump()).body
+
+    class Model:
+        qualified_name = "m"
+        input_schema = Out
+
+        def predict(self, data):
+            return data
+    answer = prediction_endpoint(Model())(output)
+    assert answer.status_code == 200 and answer.body == output_body(output)
     with pytest.raises(ValueError):
         render_json({"charges": float("nan")})
+    failed = prediction_endpoint(Model())(Out.model_construct(charges=float("nan"), note=""))
+    assert failed.status_code == 500 and json.loads(failed.body)["type"] == "ServiceError"  # NaN: no JSON form
+
+
+def test_outputs_render_in_pydantic_json_mode():
+    class Out(BaseModel):
+        at: datetime.datetime
+        amount: decimal.Decimal
+        id: uuid.UUID
+
+    output = Out(at=datetime.datetime(2024, 5, 6, 7, 8, 9), amount=decimal.Decimal("1.10"), id=uuid.UUID(int=1))
+    assert json.loads(output_body(output)) == json.loads(output.model_dump_json())
+    assert output_body(output) == render_json(output.model_dump(mode="json"))
+
+
+def test_whole_floats_for_integer_fields_are_read_as_integers_only_those():
+    class Inner(BaseModel):
+        count: StrictInt
+
+    class In(BaseModel):
+        age: StrictInt
+        ratio: float
+        inner: Inner
+        sizes: list[StrictInt]
+
+    adapter = json_schema_integers_adapter(In)
+    data = adapter.validate_json(b'{"age": 20.0, "ratio": 2.0, "inner": {"count": 3.0}, "sizes": [1.0, 2]}')
+    assert data == In(age=20, ratio=2.0, inner=Inner(count=3), sizes=[1, 2]) and type(data.age) is int
+    for wrong in (b"20.5", b"true", b'"20"'):
+        with pytest.raises(ValidationError) as info:
+            adapter.validate_json(b'{"age": %s, "ratio": 1, "inner": {"count": 1}, "sizes": []}' % wrong)
+        assert [error["loc"] for error in info.value.errors()] == [("age",)]
+    assert adapter.json_schema() == In.model_json_schema()  # the documented schema stays the model's
+
+
+def test_contract_documents_every_error_answer_and_is_idempotent():
+    error = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/X"}}}}
+    schema = {"paths": {
+        "/": {"get": {"responses": {"200": {"description": "ok"}}}},
+        "/api/models/m/prediction": {"post": {"responses": {"200": {"description": "ok"}, "400": error,
+                                                            "422": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
+        "/api/models/{model_qualified_name}/metadata": {"get": {
+            "parameters": [{"name": "model_qualified_name", "in": "path", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "ok"}}}},
+        "/api/health": {"get": {"responses": {"200": {"description": "ok"}, "503": {"description": "down"}}}}},
+        "components": {"schemas": {"HTTPValidationError": {"properties": {"detail": {
+            "items": {"$ref": "#/components/schemas/ValidationError"}}}}, "ValidationError": {}}}}
+    documented = document_contract(schema, ["m"])
+    assert document_contract(json.loads(json.dumps(documented)), ["m"]) == documented
+    paths = documented["paths"]
+    assert "/" not in paths and set(documented["components"]["schemas"]) == {"Error"}
+    prediction = paths["/api/models/m/prediction"]["post"]["responses"]
+    assert set(prediction) == {"200", "400", "408", "413", "415", "500", "503"}
+    assert prediction["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert prediction["200"]["headers"]["x-cache"]["schema"]["enum"] == ["hit", "miss"]
+    metadata = paths["/api/models/{model_qualified_name}/metadata"]["get"]
+    assert set(metadata["responses"]) == {"200", "404", "408", "413", "500", "503"}
+    assert metadata["parameters"][0]["schema"]["examples"] == ["m"]
+    assert paths["/api/health"]["get"]["responses"]["503"] == {"description": "down"}  # its own schema kept
 
 
 class _Target:

@@ -6,7 +6,9 @@ Layers, outermost first:
   BodyLimits             -> reads each body within a deadline and a size limit (408/413)
   PredictionFastPath     -> answers cache hits on the event loop (misses fall through)
   rest-model-service's FastAPI app, with our error handlers (every error in the {"type", "messages"}
-  shape), a metadata route that answers 404 for unknown models, and a /metrics route.
+  shape), a metadata route that answers 404 for unknown models, prediction routes that render outputs
+  in pydantic's JSON mode like the fast path, a /metrics route, and an /openapi.json that documents
+  all of it (openapi.py).
 """
 from __future__ import annotations
 
@@ -15,21 +17,25 @@ import os
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from ml_base.ml_model import MLModelSchemaValidationException
 from ml_base.utilities import ModelManager
 from rest_model_service.configuration import ServiceConfiguration
 from rest_model_service.helpers import create_app
+from rest_model_service.routes import PredictionController
 from rest_model_service.schemas import Error, HealthStatus, ModelMetadata, StartupStatus
 from rest_model_service.status_manager import StatusManager
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from cachedmodel.decorator import RedisCachingDecorator
-from cachedmodel.service.errors import (UnhandledErrors, error_response, http_exception_handler,
+from cachedmodel.service.errors import (UnhandledErrors, bounded, error_response, http_exception_handler,
                                         unexpected_exception_handler, validation_exception_handler)
-from cachedmodel.service.fastpath import PREFIX, SUFFIX, PredictionFastPath, model_name_of
+from cachedmodel.service.fastpath import PREFIX, SUFFIX, PredictionFastPath, model_name_of, output_body
 from cachedmodel.service.http_metrics import HttpMetricsMiddleware, metrics_endpoint
+from cachedmodel.service.inputs import json_schema_integers
 from cachedmodel.service.limits import BodyLimits, RequestLimits, request_limits
+from cachedmodel.service.openapi import install_contract
 
 METADATA_PATH = "/api/models/{model_qualified_name}/metadata"
 
@@ -101,6 +107,48 @@ def _shadow_metadata_route(api) -> None:
     api.openapi = openapi
 
 
+def prediction_endpoint(model):
+    """rest-model-service's PredictionController, but the output is rendered by output_body (pydantic's
+    JSON mode, as the fast path renders hits): outputs with datetime, Decimal, UUID ... fields can be
+    served, and a hit's bytes equal a miss's; the body is read as the contract reads it (inputs.py).
+    Errors as the stock route answers them."""
+    def predict(data) -> Response:
+        try:
+            body = output_body(model.predict(data))
+        except MLModelSchemaValidationException as error:
+            logger.exception("prediction with model '%s' failed", model.qualified_name)
+            return error_response(400, "SchemaValidationError", bounded([str(error)]))
+        except Exception as error:  # noqa: BLE001 - the model's error, as the stock route reports it
+            logger.exception("prediction with model '%s' failed", model.qualified_name)
+            return error_response(500, "ServiceError", bounded([str(error)]))
+        return Response(content=body, status_code=200, media_type="application/json")
+    predict.__annotations__ = {"data": json_schema_integers(model.input_schema), "return": Response}
+    return predict
+
+
+class PredictionRoutes:
+    """Replaces rest-model-service's prediction routes (added by its loader thread) with ours, once the
+    models are loaded: same path, operation id, schemas and documented responses."""
+
+    def __init__(self, api):
+        self._api = api
+        self._done = False
+
+    def ensure(self) -> None:
+        if self._done:
+            return
+        routes = self._api.router.routes
+        for stock in [r for r in routes if isinstance(getattr(r, "endpoint", None), PredictionController)]:
+            endpoint = prediction_endpoint(ModelManager().get_model(model_name_of(stock.path)))
+            self._api.add_api_route(stock.path, endpoint, methods=["POST"], name=stock.name,
+                                    response_model=stock.response_model, description=stock.description,
+                                    responses=stock.responses)
+            ours = next(route for route in reversed(routes) if getattr(route, "endpoint", None) is endpoint)
+            routes.remove(ours)  # by identity, into the stock route's place
+            routes[routes.index(stock)] = ours
+        self._done = True
+
+
 class CachingDecorators:
     """Finds, per model name, the RedisCachingDecorator that may answer hits (outermost only), once."""
 
@@ -148,6 +196,19 @@ def create_service_app(configuration: ServiceConfiguration, wait_for_model_creat
     _shadow_metadata_route(api)
     api.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     decorators = CachingDecorators(api)
-    fast_path = PredictionFastPath(api, resolve=decorators, unavailable=unavailable_reason,
+    prediction_routes = PredictionRoutes(api)
+
+    def unavailable() -> str | None:
+        """Every prediction request asks this first (the fast path): ours replace the stock routes then."""
+        reason = unavailable_reason()
+        if reason is None:
+            prediction_routes.ensure()
+        return reason
+
+    def model_names() -> list[str]:
+        unavailable()  # the routes /openapi.json documents are the ones that answer
+        return [model["qualified_name"] for model in ModelManager().get_models()]
+    install_contract(api, model_names)
+    fast_path = PredictionFastPath(api, resolve=decorators, unavailable=unavailable,
                                    close_clients=decorators.close)
     return HttpMetricsMiddleware(UnhandledErrors(BodyLimits(fast_path, limits)))

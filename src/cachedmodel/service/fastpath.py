@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from cachedmodel.service.errors import is_json_content_type
 from cachedmodel.service.http_metrics import FAST_PATH_ROUTE
+from cachedmodel.service.inputs import json_schema_integers_adapter
 
 logger = logging.getLogger("cachedmodel.service")
 
@@ -41,12 +42,14 @@ def model_name_of(path: str) -> str | None:
 
 
 def render_json(content: Any) -> bytes:
-    """Byte-identical to starlette's JSONResponse.render, which the stock route uses."""
+    """Byte-identical to starlette's JSONResponse.render."""
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
 
 
 def output_body(output: Any) -> bytes:
-    return render_json(output.model_dump() if isinstance(output, BaseModel) else output)
+    """A prediction's response body, in pydantic's JSON mode (datetime, Decimal, UUID, bytes, enums as
+    their JSON forms; NaN and +-Inf still refused): the prediction route sends the same bytes."""
+    return render_json(output.model_dump(mode="json") if isinstance(output, BaseModel) else output)
 
 
 class PredictionFastPath:
@@ -81,7 +84,10 @@ class PredictionFastPath:
         try:
             data = target.input_schema.model_validate_json(body)
         except Exception:  # noqa: BLE001 - ValidationError, or a validator's own bug: the route answers
-            return await self.app(scope, replay, send)  # (the 4xx naming the field, or a shaped 500)
+            try:  # what the route also accepts: 20.0 for an integer field (JSON Schema's integer)
+                data = json_schema_integers_adapter(target.input_schema).validate_json(body)
+            except Exception:  # noqa: BLE001
+                return await self.app(scope, replay, send)  # (the 4xx naming the field, or a shaped 500)
         # None on a miss or any cache error; remember_miss: the route's predict() then takes this lookup's
         # answer instead of asking Redis again (one GET per request, at most one Redis timeout)
         output = await target.aget_cached(data, remember_miss=True)
