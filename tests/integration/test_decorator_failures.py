@@ -341,7 +341,7 @@ def test_an_exhausted_async_pool_is_a_counted_bypass(redis_server):
     decorator.predict(data)
 
     async def lookups():
-        pool = decorator._backend._async_client().connection_pool
+        pool = decorator._backend._async_lane().pool
         held = await pool.get_connection()  # the only async connection is busy
         try:
             missed = await decorator.aget_cached(data)
