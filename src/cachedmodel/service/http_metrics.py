@@ -19,6 +19,7 @@ LATENCY = Histogram("http_request_duration_seconds", "Time to answer an HTTP req
                     ["method", "route", "status"],
                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 UNMATCHED = "<unmatched>"
+CLIENT_GONE = 499  # no answer was sent because the client went away first (nginx's "client closed request")
 _CACHE_LIMIT = 1024  # label sets whose children are kept resolved
 
 
@@ -46,7 +47,7 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = 500
+        status = None
 
         async def send_and_note_status(message):
             nonlocal status
@@ -56,8 +57,11 @@ class HttpMetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_and_note_status)
-        finally:
-            self._record(scope, status, time.perf_counter() - started)
+        except Exception:
+            status = status or 500  # the server answers an escaped error with a 500
+            raise
+        finally:  # returned or cancelled without a response: the client left, nothing failed
+            self._record(scope, status or CLIENT_GONE, time.perf_counter() - started)
 
     def _record(self, scope, status: int, seconds: float) -> None:
         labels = (scope["method"], self.route_name(scope), str(status))
