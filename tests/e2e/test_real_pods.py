@@ -33,6 +33,7 @@ import pytest
 from tests.e2e.helpers import (CHART_DIR, CRD_NAME, MODEL_IMAGE, bridge_target, condition, describe,
                                example_cachedmodel, get_json, items, managed_children, redis_hits, wait_for)
 from tests.e2e.operator_runner import DeployedOperator, pod_names
+from cachedmodel.testing.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs_real_pods]
 
@@ -223,7 +224,7 @@ def test_maxmemory_and_policy_changes_reach_the_live_redis(stack: Stack):
 def test_deleted_redis_pod_costs_no_failed_prediction_and_hits_resume(stack: Stack, capsys):
     stack.wait(stack.ready, 120, "CachedModel Ready before the Redis pod is deleted")
     old = stack.ready_pods("cache")[0]["metadata"]
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
     first_hit_after: float | None = None
     missed_since_delete = False
     with stack.http() as http:
@@ -234,9 +235,15 @@ def test_deleted_redis_pod_costs_no_failed_prediction_and_hits_resume(stack: Sta
             print(f"\n[real pods] hits before deletion after {time.monotonic() - waited:.1f} s")
         deleted = time.monotonic()
         stack.kubectl("delete", "pod", old["name"], "-n", stack.models, "--wait=false")
-        deadline = deleted + 90
-        while time.monotonic() < deadline:
-            response = http.post(PREDICT_PATH, json=PREDICTION)
+
+        def hit_again() -> bool:
+            """One prediction every poll: any non-200 (or transport error) counts as a failure."""
+            nonlocal missed_since_delete, first_hit_after
+            try:
+                response = http.post(PREDICT_PATH, json=PREDICTION)
+            except httpx.HTTPError as error:
+                statuses[type(error).__name__] = statuses.get(type(error).__name__, 0) + 1
+                return False
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             cache = response.headers.get("x-cache")
             if response.status_code == 200 and cache != "hit":
@@ -244,8 +251,12 @@ def test_deleted_redis_pod_costs_no_failed_prediction_and_hits_resume(stack: Sta
             # the new Redis starts empty (no persistence): a hit after a miss is the new pod's
             elif cache == "hit" and missed_since_delete:
                 first_hit_after = time.monotonic() - deleted
-                break
-            time.sleep(0.2)
+            return first_hit_after is not None
+
+        try:
+            wait_until(hit_again, 90, interval=0.2, what="a Redis hit after deleting the Redis pod")
+        except TimeoutError:
+            pass  # reported by the assertions below, with the counts
     sent = sum(statuses.values())
     failed = sent - statuses.get(200, 0)
     with capsys.disabled():

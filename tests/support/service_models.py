@@ -2,9 +2,9 @@
 loaded by the real service from a config's class_path)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from cachedmodel.testing.processes import wait_until
 from ml_base import MLModel
 from ml_base.decorator import MLModelDecorator
 from pydantic import BaseModel, Field
@@ -36,11 +36,7 @@ class GatedModel(_Base):
     qualified_name = "gated_model"
 
     def __init__(self, gate: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not Path(gate).exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gate file {gate} never appeared")
-            time.sleep(0.05)
+        wait_until(Path(gate).exists, timeout, interval=0.05, what=f"gate file {gate}")
 
 
 class FailingModel(_Base):
