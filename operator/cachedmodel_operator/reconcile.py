@@ -99,9 +99,10 @@ def ensure_secret(kube: Kube, cm: CachedModel, memory: Memory | None = None) -> 
 
 def prune_redis(kube: Kube, cm: CachedModel) -> None:
     """Remove managed-Redis children left from an earlier spec (switched to external Redis or cache off)."""
-    names = {"StatefulSet": [cm.redis_name], "Service": [cm.redis_name, cm.redis_headless_name],
+    names = {"StatefulSet": [cm.redis_name, cm.redis_sentinel_name],
+             "Service": [cm.redis_name, cm.redis_headless_name, cm.redis_sentinel_name],
              "ConfigMap": [cm.redis_config_name], "NetworkPolicy": [cm.redis_name],
-             "PodDisruptionBudget": [cm.redis_name], "Secret": [cm.redis_secret_name]}
+             "PodDisruptionBudget": [cm.redis_name, cm.redis_sentinel_name], "Secret": [cm.redis_secret_name]}
     for kind, kind_names in names.items():
         for name in kind_names:
             if kube.delete(kind, cm.namespace, name, owner_uid=cm.uid):
@@ -148,17 +149,22 @@ def observed_status(kube: Kube, cm: CachedModel, memory: Memory, body: dict, liv
     (one label-selected list per not-ready workload; nothing more while everything is ready)."""
     live = live or {}
     deployment = live.get(("Deployment", cm.model_name)) or kube.get("Deployment", cm.namespace, cm.model_name)
-    statefulset = None
+    statefulset = sentinels = None
     if cm.redis_mode == "managed":
         statefulset = (live.get(("StatefulSet", cm.redis_name))
                        or kube.get("StatefulSet", cm.namespace, cm.redis_name))
-    want_model, want_redis = needs_pods(cm, deployment, statefulset)
+        if cm.redis["mode"] == "sentinel":
+            sentinels = (live.get(("StatefulSet", cm.redis_sentinel_name))
+                         or kube.get("StatefulSet", cm.namespace, cm.redis_sentinel_name))
+    want_model, want_redis = needs_pods(cm, deployment, statefulset, sentinels)
     model_pods = (kube.list_pods(cm.namespace, cm.selector_labels(model_builder.COMPONENT, model_builder.APP))
                   if want_model else None)
-    redis_pods = (kube.list_pods(cm.namespace, cm.selector_labels(redis_builder.COMPONENT, redis_builder.APP))
-                  if want_redis else None)
+    redis_selector = cm.selector_labels(redis_builder.COMPONENT, redis_builder.APP)
+    if sentinels is not None:  # the Sentinels' pods too
+        redis_selector = {key: redis_selector[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    redis_pods = kube.list_pods(cm.namespace, redis_selector) if want_redis else None
     return compute_status(cm, deployment, statefulset, old_status=memory.status or body.get("status"),
-                          error=error, model_pods=model_pods, redis_pods=redis_pods)
+                          error=error, model_pods=model_pods, redis_pods=redis_pods, sentinels=sentinels)
 
 
 def write_status(kube: Kube, cm: CachedModel, body: dict, memory: Memory, status: dict) -> dict:

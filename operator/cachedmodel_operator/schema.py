@@ -24,12 +24,16 @@ KIND = "CachedModel"
 PLURAL = "cachedmodels"
 CRD_FILE = "cachedmodels.cachedmodel.dev.yaml"
 
-RESERVED_ENV = ("PORT", "REST_CONFIG", "REDIS_URL", "REDIS_PASSWORD")
-MANAGED_REDIS_FIELDS = ("image", "maxmemory", "maxmemoryPolicy", "persistence", "resources")
+RESERVED_ENV = ("PORT", "REST_CONFIG", "REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE",
+                "REDIS_SENTINEL_PASSWORD", "REDIS_CLUSTER_NODES")
+MANAGED_REDIS_FIELDS = ("mode", "sentinel", "cluster", "image", "maxmemory", "maxmemoryPolicy", "persistence",
+                        "resources")
+REDIS_MODES = ("standalone", "sentinel", "cluster")
+CLUSTER_DEFAULTS = {"shards": 3, "replicasPerShard": 1}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME_LENGTH = 40
 # Names that would collide with the children of another CachedModel (<x>-redis is x's Redis Service).
-RESERVED_NAME_SUFFIXES = ("-redis", "-redis-headless")
+RESERVED_NAME_SUFFIXES = ("-redis", "-redis-headless", "-redis-sentinel")
 
 
 class InvalidCachedModel(ValueError):
@@ -334,9 +338,9 @@ def cross_field_errors(obj: dict) -> list[str]:
             errors.append(f"metadata.name: must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
                           f"(lower case letters, digits and '-', starting with a letter), got {short(name)}")
         if name.endswith(RESERVED_NAME_SUFFIXES):
-            errors.append(f"metadata.name: must not end with {' or '.join(RESERVED_NAME_SUFFIXES)}: CachedModel <x> "
-                          f"already names its Redis Service <x>-redis, ConfigMap <x>-redis-config and headless "
-                          f"Service <x>-redis-headless, got {short(name)}")
+            errors.append(f"metadata.name: must not end with {', '.join(RESERVED_NAME_SUFFIXES)}: CachedModel <x> "
+                          f"already names its Redis Service <x>-redis, ConfigMap <x>-redis-config, headless "
+                          f"Service <x>-redis-headless and Sentinel Service <x>-redis-sentinel, got {short(name)}")
     spec = _mapping(obj, "spec")
     model, cache, redis = _mapping(spec, "model"), _mapping(spec, "cache"), _mapping(spec, "redis")
     env = model.get("env") if isinstance(model.get("env"), list) else []
@@ -360,12 +364,69 @@ def cross_field_errors(obj: dict) -> list[str]:
     if "external" in redis:
         clash = [field for field in MANAGED_REDIS_FIELDS if field in redis]
         if clash:
-            errors.append(f"spec.redis.external: cannot be combined with managed Redis fields ({', '.join(clash)})")
+            errors.append(f"spec.redis.external: cannot be combined with managed Redis fields ({', '.join(clash)}): "
+                          f"an external topology is given by external.url, external.sentinels or external.clusterNodes")
+    for block in ("sentinel", "cluster"):
+        if block in redis and redis.get("mode") != block:
+            errors.append(f"spec.redis.{block}: needs spec.redis.mode: {block}")
+    errors += _external_errors(_mapping(redis, "external")) if isinstance(redis.get("external"), dict) else []
     policy, ttl = redis.get("maxmemoryPolicy"), cache.get("ttlSeconds")
     ttl_set = isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0
     if isinstance(policy, str) and policy.startswith("volatile-") and not ttl_set:
         errors.append("spec.redis.maxmemoryPolicy: volatile-* only evicts keys that expire: "
                       "set spec.cache.ttlSeconds > 0 or use an allkeys-* policy")
+    return errors
+
+
+def _external_errors(external: dict) -> list[str]:
+    """The CEL rules of spec.redis.external: one topology, and the options that belong to it."""
+    errors = []
+    given = [key for key in ("url", "sentinels", "clusterNodes") if key in external]
+    if len(given) != 1:
+        errors.append("spec.redis.external: takes exactly one of url, sentinels or clusterNodes"
+                      + (f", got {' and '.join(given)}" if given else ", got none"))
+    if ("sentinels" in external) != ("sentinelService" in external):
+        errors.append("spec.redis.external.sentinelService: the name of the primary the Sentinels monitor goes with "
+                      "external.sentinels: both or neither")
+    if "sentinelPasswordSecretRef" in external and "sentinels" not in external:
+        errors.append("spec.redis.external.sentinelPasswordSecretRef: needs external.sentinels")
+    if "url" in external and ("tls" in external or "username" in external):
+        errors.append("spec.redis.external.url: tls and username are for sentinels and clusterNodes: with url, say "
+                      "them in the URL (rediss:// for TLS, redis://user@host)")
+    for key in ("sentinels", "clusterNodes"):
+        errors += _duplicates(f"spec.redis.external.{key}", _indexed(external.get(key)))
+    return errors
+
+
+def redis_topology(spec: Any) -> str:
+    """'external', or the managed mode (standalone when unset) of a spec, as the transition rules see it."""
+    redis = _mapping(spec, "redis")
+    if "external" in redis:
+        return "external"
+    mode = redis.get("mode")
+    return mode if isinstance(mode, str) else "standalone"
+
+
+def cluster_shape(spec: Any) -> tuple[Any, Any]:
+    cluster = _mapping(_mapping(spec, "redis"), "cluster")
+    return (cluster.get("shards", CLUSTER_DEFAULTS["shards"]),
+            cluster.get("replicasPerShard", CLUSTER_DEFAULTS["replicasPerShard"]))
+
+
+def transition_errors(old: dict, new: dict) -> list[str]:
+    """The CRD's transition rules (CEL with oldSelf: what an update may not change), for two objects.
+
+    Only the API server applies them (render sees one object); this twin documents them in Python and lets
+    the unit tests check the same cases as the admission tests against the real kube-apiserver."""
+    errors = []
+    old_spec, new_spec = _mapping(old, "spec"), _mapping(new, "spec")
+    before, after = redis_topology(old_spec), redis_topology(new_spec)
+    if "external" not in (before, after) and before != after:
+        errors.append(f"spec.redis.mode: cannot change after creation ({before} -> {after}): create a new "
+                      f"CachedModel, or switch to spec.redis.external first")
+    if before == after == "cluster" and cluster_shape(old_spec) != cluster_shape(new_spec):
+        errors.append("spec.redis.cluster: shards and replicasPerShard cannot change after creation "
+                      "(the operator does not reshard)")
     return errors
 
 

@@ -5,7 +5,7 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
-from cachedmodel_operator.resource import CachedModel
+from cachedmodel_operator.resource import SENTINELS, CachedModel
 
 READY, MODEL_READY, CACHE_READY = "Ready", "ModelReady", "CacheReady"
 
@@ -188,21 +188,57 @@ def _model_condition(cm: CachedModel, deployment: dict | None) -> tuple[dict, in
     return condition(MODEL_READY, True, "PodsReady", f"{ready}/{desired} pods ready"), ready
 
 
-def cache_condition(cm: CachedModel, statefulset: dict | None, pods: list[dict] | None = None) -> dict:
-    """CacheReady from the Redis StatefulSet (None = not there) and its pod."""
-    return diagnosed(_cache_condition(cm, statefulset), pods)
+def cache_condition(cm: CachedModel, statefulset: dict | None, pods: list[dict] | None = None,
+                    sentinels: dict | None = None) -> dict:
+    """CacheReady from the Redis StatefulSet(s) (None = not there; `sentinels` in mode sentinel) and their pods."""
+    return diagnosed(_cache_condition(cm, statefulset, sentinels), pods)
 
 
-def needs_pods(cm: CachedModel, deployment: dict | None, statefulset: dict | None) -> tuple[bool, bool]:
+def needs_pods(cm: CachedModel, deployment: dict | None, statefulset: dict | None,
+               sentinels: dict | None = None) -> tuple[bool, bool]:
     """(model pods, Redis pods): which pods compute_status would read, i.e. whose workload is not ready
     for a generic reason. All ready = no pod reads at all."""
     model = _model_condition(cm, deployment)[0]["reason"] in POD_DIAGNOSED
-    cache = cm.redis_mode == "managed" and _cache_condition(cm, statefulset)["reason"] in POD_DIAGNOSED
+    cache = cm.redis_mode == "managed" and _cache_condition(cm, statefulset, sentinels)["reason"] in POD_DIAGNOSED
     return model, cache
 
 
-def _cache_condition(cm: CachedModel, statefulset: dict | None) -> dict:
+def redis_nodes(cm: CachedModel, statefulset: dict | None, sentinels: dict | None = None) -> tuple[int, int]:
+    """(ready, desired) managed Redis pods: data nodes plus, in mode sentinel, the Sentinels."""
+    desired = cm.redis_nodes + (SENTINELS if cm.redis["mode"] == "sentinel" else 0)
+    ready = sum(int(((sts or {}).get("status") or {}).get("readyReplicas") or 0) for sts in (statefulset, sentinels))
+    return ready, desired
+
+
+def _workload_condition(statefulset: dict | None, name: str, what: str, want: int) -> dict | None:
+    """Why one Redis StatefulSet is not ready yet (None when it is)."""
+    if statefulset is None:
+        return condition(CACHE_READY, False, "StatefulSetMissing", f"StatefulSet {name} not found")
+    st = statefulset.get("status") or {}
+    generation = (statefulset.get("metadata") or {}).get("generation") or 0
+    if int(st.get("observedGeneration") or 0) < generation:
+        return condition(CACHE_READY, False, "Progressing", f"StatefulSet {name} change not yet observed")
+    if st.get("updateRevision") and st.get("currentRevision") != st.get("updateRevision"):
+        return condition(CACHE_READY, False, "RollingOut", f"{what} being replaced")
+    ready = int(st.get("readyReplicas") or 0)
+    if ready < want:
+        return condition(CACHE_READY, False, "PodNotReady", f"{ready}/{want} {what} ready")
+    return None
+
+
+def _cache_condition(cm: CachedModel, statefulset: dict | None, sentinels: dict | None = None) -> dict:
     mode = cm.redis_mode
+    if mode == "managed" and cm.redis["mode"] != "standalone":
+        topology = cm.redis["mode"]
+        found = _workload_condition(statefulset, cm.redis_name, "Redis pods", cm.redis_nodes)
+        if found is None and topology == "sentinel":
+            found = _workload_condition(sentinels, cm.redis_sentinel_name, "Sentinels", SENTINELS)
+        if found is not None:
+            return found
+        ready = (f"{cm.redis_nodes} Redis pods (1 primary, {cm.redis_nodes - 1} replicas) and {SENTINELS} Sentinels "
+                 f"ready" if topology == "sentinel" else
+                 f"{cm.redis_nodes} Redis Cluster nodes ready ({cm.redis['cluster']['shards']} shards, cluster ok)")
+        return condition(CACHE_READY, True, "RedisReady", ready)
     if mode == "disabled":
         return condition(CACHE_READY, True, "CacheDisabled", "spec.cache.enabled is false: no decorator, no Redis")
     if mode == "external":
@@ -244,11 +280,12 @@ def merge_conditions(old: list[dict] | None, new: list[dict], timestamp: str | N
 
 def compute_status(cm: CachedModel, deployment: dict | None, statefulset: dict | None,
                    old_status: dict | None = None, error: str | None = None, timestamp: str | None = None,
-                   model_pods: list[dict] | None = None, redis_pods: list[dict] | None = None) -> dict:
+                   model_pods: list[dict] | None = None, redis_pods: list[dict] | None = None,
+                   sentinels: dict | None = None) -> dict:
     """The whole status; `error` (a failed reconcile) makes Ready False with reason ReconcileError;
     the pods (when given) turn a generic not-ready reason into the pods' own (CrashLoopBackOff ...)."""
     model_cond, ready = model_condition(cm, deployment, model_pods)
-    cache_cond = cache_condition(cm, statefulset, redis_pods)
+    cache_cond = cache_condition(cm, statefulset, redis_pods, sentinels)
     if error:
         ready_cond = condition(READY, False, "ReconcileError", error)
     elif model_cond["status"] == "True" and cache_cond["status"] == "True":
@@ -262,13 +299,19 @@ def compute_status(cm: CachedModel, deployment: dict | None, statefulset: dict |
         if cm.generation is not None:
             cond["observedGeneration"] = cm.generation
     old_status = old_status or {}
-    redis: dict = {"mode": cm.redis_mode}
+    redis: dict = {"source": cm.redis_mode}
+    if cm.redis_topology:
+        redis["mode"] = cm.redis_topology
     if cm.redis_mode == "managed":
-        redis.update(maxmemory=cm.redis["maxmemory"], maxmemoryPolicy=cm.redis["maxmemoryPolicy"], url=cm.redis_url)
+        redis.update(maxmemory=cm.redis["maxmemory"], maxmemoryPolicy=cm.redis["maxmemoryPolicy"])
+        ready_nodes, desired_nodes = redis_nodes(cm, statefulset, sentinels)
+        redis.update(readyNodes=ready_nodes, desiredNodes=desired_nodes, nodes=f"{ready_nodes}/{desired_nodes}")
     else:
         redis.update(maxmemory=cm.redis_mode, maxmemoryPolicy=cm.redis_mode)
-        if cm.redis_url:
-            redis["url"] = without_credentials(cm.redis_url)
+    if cm.redis_url:
+        redis["url"] = without_credentials(cm.redis_url)
+    if cm.redis_topology == "sentinel":
+        redis["sentinelService"] = cm.sentinel_service
     status = {
         "url": cm.url,
         "replicas": {"ready": ready, "desired": cm.model["replicas"]},

@@ -5,7 +5,8 @@ import secrets
 
 from cachedmodel_operator.builders.model import model_deployment, model_service
 from cachedmodel_operator.builders.redis import (redis_config_map, redis_headless_service, redis_network_policy,
-                                                 redis_pdb, redis_secret, redis_service, redis_statefulset)
+                                                 redis_pdb, redis_secret, redis_service, redis_statefulset,
+                                                 sentinel_pdb, sentinel_service, sentinel_statefulset)
 from cachedmodel_operator.builders.service_config import config_checksum, service_config_map
 from cachedmodel_operator.resource import CachedModel
 
@@ -16,14 +17,18 @@ def desired_children(cm: CachedModel, auth_uid: str | None = None) -> list[dict]
     children = [config]
     if cm.redis_mode == "managed":
         redis_config = redis_config_map(cm)
-        children += [
-            redis_config,
-            redis_headless_service(cm),
-            redis_service(cm),
-            redis_statefulset(cm, config_checksum(redis_config["data"]), auth_uid),
-            redis_network_policy(cm),
-            redis_pdb(cm),
-        ]
+        mode = cm.redis["mode"]
+        children += [redis_config, redis_headless_service(cm)]
+        if mode == "standalone":
+            children.append(redis_service(cm))
+        if mode == "sentinel":
+            children.append(sentinel_service(cm))
+        children.append(redis_statefulset(cm, config_checksum(redis_config["data"]), auth_uid))
+        if mode == "sentinel":
+            children.append(sentinel_statefulset(cm, auth_uid))
+        children += [redis_network_policy(cm), redis_pdb(cm)]
+        if mode == "sentinel":
+            children.append(sentinel_pdb(cm))
     children += [model_deployment(cm, config_checksum(config["data"]), auth_uid), model_service(cm)]
     return children
 

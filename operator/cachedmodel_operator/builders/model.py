@@ -16,12 +16,17 @@ def model_env(cm: CachedModel) -> list[dict]:
         {"name": "PORT", "value": str(cm.model["port"])},
         {"name": "REST_CONFIG", "value": CONFIG_PATH},
     ]
-    if cm.redis_url:
+    topology = cm.redis_topology
+    if topology == "standalone":
         env.append({"name": "REDIS_URL", "value": cm.redis_url})
-    secret = cm.password_secret
-    if secret:
-        env.append({"name": "REDIS_PASSWORD",
-                    "valueFrom": {"secretKeyRef": {"name": secret[0], "key": secret[1]}}})
+    elif topology == "sentinel":
+        env += [{"name": "REDIS_SENTINELS", "value": ",".join(cm.sentinels)},
+                {"name": "REDIS_SENTINEL_SERVICE", "value": cm.sentinel_service}]
+    elif topology == "cluster":
+        env.append({"name": "REDIS_CLUSTER_NODES", "value": ",".join(cm.cluster_nodes)})
+    for name, secret in (("REDIS_PASSWORD", cm.password_secret), ("REDIS_SENTINEL_PASSWORD", cm.sentinel_password_secret)):
+        if secret:
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret[0], "key": secret[1]}}})
     return env + list(cm.model.get("env") or [])
 
 

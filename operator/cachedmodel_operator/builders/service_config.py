@@ -1,8 +1,16 @@
 """The rest-model-service configuration that switches cachedmodel.RedisCachingDecorator on.
 
 The operator never imports `cachedmodel`: the contract is this YAML shape plus the env-var names
-REDIS_URL / REDIS_PASSWORD, checked by tests/integration/test_config_contract.py against the real
-decorator.
+of the model container, checked by tests/integration/test_config_contract.py against the real
+decorator. The topology is in env vars (set by builders/model.py), so the config reads the same for
+every address:
+
+- standalone: url ${REDIS_URL}, password ${REDIS_PASSWORD:-}
+- sentinel:   sentinels ${REDIS_SENTINELS} (comma-separated host:port), sentinel_service
+              ${REDIS_SENTINEL_SERVICE}, sentinel_password ${REDIS_SENTINEL_PASSWORD:-}, password
+- cluster:    cluster_nodes ${REDIS_CLUSTER_NODES} (comma-separated host:port), password
+
+plus username and ssl (literal values) for an external Sentinel or Cluster that asks for them.
 """
 from __future__ import annotations
 
@@ -21,12 +29,8 @@ CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
 def decorator_configuration(cm: CachedModel) -> dict:
     """The decorator's keyword options from spec.cache; unset options are left to the decorator's defaults."""
     cache = cm.cache
-    options: dict = {
-        "url": "${REDIS_URL}",
-        "password": "${REDIS_PASSWORD:-}",
-        "serder": cache["serder"],
-        "use_compression": bool(cache["compression"]),
-    }
+    options: dict = topology_options(cm)
+    options.update(serder=cache["serder"], use_compression=bool(cache["compression"]))
     if cache.get("prefix"):
         options["prefix"] = cache["prefix"]
     if cache.get("hashingFields"):
@@ -46,6 +50,24 @@ def decorator_configuration(cm: CachedModel) -> dict:
         options["local_cache_size"] = local["size"]
         if "ttlSeconds" in local:
             options["local_cache_ttl_seconds"] = local["ttlSeconds"]
+    return options
+
+
+def topology_options(cm: CachedModel) -> dict:
+    """Where Redis is, per topology: the decorator's address options, all read from the model pod's env."""
+    topology = cm.redis_topology
+    if topology == "sentinel":
+        options = {"sentinels": "${REDIS_SENTINELS}", "sentinel_service": "${REDIS_SENTINEL_SERVICE}",
+                   "sentinel_password": "${REDIS_SENTINEL_PASSWORD:-}", "password": "${REDIS_PASSWORD:-}"}
+    elif topology == "cluster":
+        options = {"cluster_nodes": "${REDIS_CLUSTER_NODES}", "password": "${REDIS_PASSWORD:-}"}
+    else:
+        return {"url": "${REDIS_URL}", "password": "${REDIS_PASSWORD:-}"}
+    external = cm.redis.get("external") or {}
+    if external.get("username"):
+        options["username"] = external["username"]
+    if external.get("tls"):
+        options["ssl"] = True
     return options
 
 

@@ -37,7 +37,7 @@ def test_every_child_is_owned_and_labelled(variant):
         assert labels["app.kubernetes.io/managed-by"] == "cachedmodel-operator"
         assert labels["app.kubernetes.io/part-of"] == "cachedmodel"
         assert labels["app.kubernetes.io/name"] in ("model-service", "redis")
-        assert labels["app.kubernetes.io/component"] in ("model", "cache")
+        assert labels["app.kubernetes.io/component"] in ("model", "cache", "sentinel")
 
 
 def test_child_names_are_unique_per_kind(variant):
@@ -50,6 +50,13 @@ def test_child_names_are_unique_per_kind(variant):
                  "PodDisruptionBudget": 1, "Deployment": 1}),
     ("external", {"ConfigMap": 1, "Service": 1, "Deployment": 1}),
     ("disabled", {"ConfigMap": 1, "Service": 1, "Deployment": 1}),
+    # sentinel: data + Sentinel StatefulSets, their headless Services and PDBs; no client Service
+    ("sentinel", {"Secret": 1, "ConfigMap": 2, "Service": 3, "StatefulSet": 2, "NetworkPolicy": 1,
+                  "PodDisruptionBudget": 2, "Deployment": 1}),
+    ("cluster", {"Secret": 1, "ConfigMap": 2, "Service": 2, "StatefulSet": 1, "NetworkPolicy": 1,
+                 "PodDisruptionBudget": 1, "Deployment": 1}),
+    ("external-sentinel", {"ConfigMap": 1, "Service": 1, "Deployment": 1}),
+    ("external-cluster", {"ConfigMap": 1, "Service": 1, "Deployment": 1}),
 ])
 def test_children_per_redis_mode(name, kinds):
     objs = by_kind(builders.render_all(cached_model(**VARIANTS[name]), password="pw"))

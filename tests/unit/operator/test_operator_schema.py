@@ -96,6 +96,39 @@ BAD = [
     ({"redis": {"maxmemoryPolicy": "volatile-lru"}}, "spec.redis.maxmemoryPolicy"),
     ({"model": {"env": [{"name": "REDIS_URL", "value": "redis://elsewhere"}]}}, "spec.model.env[0].name"),
     ({"model": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}, "spec.model.env[1]"),
+    ({"redis": {"mode": "replicated"}}, "spec.redis.mode"),
+    ({"redis": {"sentinel": {"replicas": 2}}}, "spec.redis.sentinel"),
+    ({"redis": {"mode": "sentinel", "sentinel": {"replicas": 0}}}, "spec.redis.sentinel.replicas"),
+    ({"redis": {"mode": "sentinel", "sentinel": {"replicas": 9}}}, "spec.redis.sentinel.replicas"),
+    ({"redis": {"mode": "cluster", "cluster": {"shards": 2}}}, "spec.redis.cluster.shards"),
+    ({"redis": {"mode": "cluster", "cluster": {"replicasPerShard": 0}}}, "spec.redis.cluster.replicasPerShard"),
+    ({"redis": {"mode": "standalone", "cluster": {"shards": 3}}}, "spec.redis.cluster"),
+    ({"redis": {"mode": "cluster", "sentinel": {"replicas": 2}}}, "spec.redis.sentinel"),
+    ({"redis": {"mode": "sentinel", "external": {"url": "redis://c:6379"}}}, "spec.redis.external"),
+    ({"redis": {"external": {}}}, "spec.redis.external"),
+    ({"redis": {"external": {"url": "redis://c:6379", "sentinels": ["s:26379"], "sentinelService": "m"}}},
+     "spec.redis.external"),
+    ({"redis": {"external": {"sentinels": ["s:26379"]}}}, "spec.redis.external.sentinelService"),
+    ({"redis": {"external": {"clusterNodes": ["c:6379"], "sentinelService": "m"}}},
+     "spec.redis.external.sentinelService"),
+    ({"redis": {"external": {"sentinels": ["s"], "sentinelService": "m"}}}, "spec.redis.external.sentinels[0]"),
+    ({"redis": {"external": {"sentinels": ["s:0"], "sentinelService": "m"}}}, "spec.redis.external.sentinels[0]"),
+    ({"redis": {"external": {"sentinels": ["a b:26379"], "sentinelService": "m"}}},
+     "spec.redis.external.sentinels[0]"),
+    ({"redis": {"external": {"sentinels": ["s:26379", "s:26379"], "sentinelService": "m"}}},
+     "spec.redis.external.sentinels[1]"),
+    ({"redis": {"external": {"sentinels": [], "sentinelService": "m"}}}, "spec.redis.external.sentinels"),
+    ({"redis": {"external": {"sentinels": ["s:26379"], "sentinelService": "my master"}}},
+     "spec.redis.external.sentinelService"),
+    ({"redis": {"external": {"clusterNodes": ["c:6379", "c:99999"]}}}, "spec.redis.external.clusterNodes[1]"),
+    ({"redis": {"external": {"clusterNodes": ["c:6379"], "sentinelPasswordSecretRef": {"name": "s", "key": "k"}}}},
+     "spec.redis.external.sentinelPasswordSecretRef"),
+    ({"redis": {"external": {"url": "redis://c:6379", "tls": True}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"url": "redis://c:6379", "username": "u"}}}, "spec.redis.external.url"),
+    ({"redis": {"external": {"clusterNodes": ["c:6379"], "username": "${USER}"}}}, "spec.redis.external.username"),
+    ({"model": {"env": [{"name": "REDIS_SENTINELS", "value": "s:26379"}]}}, "spec.model.env[0].name"),
+    ({"model": {"env": [{"name": "REDIS_CLUSTER_NODES", "value": "c:6379"}]}}, "spec.model.env[0].name"),
+    ({"metadata": {"name": "shop-redis-sentinel"}}, "metadata.name"),
     ({"metadata": {"name": "Insurance_Charges"}}, "metadata.name"),
     ({"metadata": {"name": "a" * 41}}, "metadata.name"),
 ]
@@ -137,11 +170,27 @@ def test_every_cel_rule_has_a_python_twin():
         (".spec.model.env[]", {"model": {"env": [{"name": "X", "value": "1", "valueFrom": {"fieldRef": {}}}]}}),
         (".spec.cache.reducedPrecision", {"cache": {"reducedPrecision": {"fields": ["bmi"]}}}),
         (".spec.redis", {"redis": {"external": {"url": "redis://c"}, "persistence": {"enabled": False}}}),
+        (".spec.redis", {"redis": {"sentinel": {"replicas": 1}}}),
+        (".spec.redis", {"redis": {"mode": "sentinel", "cluster": {"shards": 3}}}),
+        (".spec.redis.external", {"redis": {"external": {"url": "redis://c", "clusterNodes": ["c:6379"]}}}),
+        (".spec.redis.external", {"redis": {"external": {"sentinels": ["s:26379"]}}}),
+        (".spec.redis.external", {"redis": {"external": {"clusterNodes": ["c:6379"], "sentinelPasswordSecretRef":
+                                                         {"name": "s", "key": "k"}}}}),
+        (".spec.redis.external", {"redis": {"external": {"url": "redis://c", "tls": True}}}),
     ]
-    assert sorted(path for path, _ in schema.cel_rules()) == sorted(path for path, _ in twins)
+    # transition rules (oldSelf): only the API server applies them; their twin is schema.transition_errors
+    transitions = [
+        (".spec", {"redis": {"mode": "standalone"}}, {"redis": {"mode": "sentinel"}}),
+        (".spec", {"redis": {"mode": "cluster"}}, {"redis": {"mode": "cluster", "cluster": {"shards": 4}}}),
+    ]
+    rules = schema.cel_rules()
+    assert sorted(path for path, rule in rules if "oldSelf" not in rule["rule"]) == sorted(path for path, _ in twins)
+    assert sorted(path for path, rule in rules if "oldSelf" in rule["rule"]) == sorted(p for p, _, _ in transitions)
     for path, change in twins:
         with pytest.raises(schema.InvalidCachedModel):
             schema.validate(with_spec(**change))
+    for path, old, new in transitions:
+        assert schema.transition_errors(with_spec(**old), with_spec(**new))
 
 
 @pytest.mark.parametrize("name", ["shop-redis", "shop-redis-headless"])
@@ -243,3 +292,38 @@ def test_messages_do_not_echo_huge_values():
     with pytest.raises(schema.InvalidCachedModel) as caught:
         schema.validate(with_spec(model={"image": "x" * 100_000, "classPath": "y " * 50_000}))
     assert all(len(error) < 400 for error in caught.value.errors), [len(e) for e in caught.value.errors]
+
+
+@pytest.mark.parametrize("redis", [
+    {"mode": "standalone"}, {"mode": "sentinel"}, {"mode": "sentinel", "sentinel": {"replicas": 1}},
+    {"mode": "cluster"}, {"mode": "cluster", "cluster": {"shards": 5, "replicasPerShard": 2}},
+    {"external": {"sentinels": ["s-0.s:26379", "[::1]:26379"], "sentinelService": "mymaster",
+                  "sentinelPasswordSecretRef": {"name": "s", "key": "k"}, "tls": True, "username": "u"}},
+    {"external": {"clusterNodes": ["c-0.c.ns.svc:6379"], "passwordSecretRef": {"name": "s", "key": "k"}}},
+], ids=lambda r: "-".join(map(str, r.get("external", r))))
+def test_topologies_are_accepted(redis):
+    out = schema.validate(with_spec(redis=redis))
+    assert out["spec"]["redis"].get("cluster", {}).get("shards", 3) >= 3
+
+
+# (old redis, new redis, refused?)
+TRANSITIONS = [
+    ({}, {"mode": "standalone"}, False),
+    ({}, {"mode": "sentinel"}, True),
+    ({"mode": "sentinel"}, {"mode": "cluster"}, True),
+    ({"mode": "cluster"}, {}, True),
+    ({"mode": "sentinel"}, {"mode": "sentinel", "sentinel": {"replicas": 4}}, False),  # scaling replicas is fine
+    ({"mode": "cluster"}, {"mode": "cluster", "cluster": {"shards": 3, "replicasPerShard": 1}}, False),
+    ({"mode": "cluster"}, {"mode": "cluster", "cluster": {"shards": 4}}, True),
+    ({"mode": "cluster", "cluster": {"replicasPerShard": 2}}, {"mode": "cluster"}, True),
+    ({"mode": "cluster"}, {"mode": "cluster", "maxmemory": "1gb"}, False),
+    ({"mode": "sentinel"}, {"external": {"url": "redis://c:6379"}}, False),  # through external: allowed
+    ({"external": {"url": "redis://c:6379"}}, {"mode": "cluster"}, False),
+]
+
+
+@pytest.mark.parametrize("old,new,refused", TRANSITIONS)
+def test_transition_rules(old, new, refused):
+    errors = schema.transition_errors(with_spec(redis=old), with_spec(redis=new))
+    assert bool(errors) == refused, errors
+    assert all(error.startswith(("spec.redis.mode:", "spec.redis.cluster:")) for error in errors)

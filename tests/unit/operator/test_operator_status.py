@@ -26,7 +26,8 @@ def test_all_ready():
     assert status["replicas"] == {"ready": 2, "desired": 2}
     assert status["url"] == "http://insurance-charges.ml.svc:8000"
     assert status["observedGeneration"] == 3
-    assert status["redis"] == {"mode": "managed", "maxmemory": "256mb", "maxmemoryPolicy": "allkeys-lru",
+    assert status["redis"] == {"source": "managed", "mode": "standalone", "maxmemory": "256mb",
+                               "maxmemoryPolicy": "allkeys-lru", "readyNodes": 1, "desiredNodes": 1, "nodes": "1/1",
                                "url": "redis://insurance-charges-redis.ml.svc:6379/0"}
     assert all(c["lastTransitionTime"] == "T1" for c in status["conditions"])
 
@@ -63,7 +64,8 @@ def test_external_and_disabled_cache_are_ready_without_statefulset():
         status = compute_status(cached_model(**VARIANTS[name]), deployment(2), None)
         conds = conditions(status)
         assert conds["CacheReady"]["reason"] == reason and conds["Ready"]["status"] == "True"
-        assert status["redis"]["mode"] == name.split("-")[0]
+        assert status["redis"]["source"] == name
+        assert status["redis"].get("mode") == ("standalone" if name == "external" else None)
 
 
 def test_error_makes_ready_false():
