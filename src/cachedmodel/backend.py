@@ -15,6 +15,13 @@ one retry is for a connection error on a socket that was already open (Redis res
 the call is repeated once on a fresh connection, so a restart is not counted as a failure.
 Every redis-py failure is translated into CacheBackendError with a `kind` for metrics, and no message
 carries a credential.
+
+Topologies: one Redis (host/port or url); a Sentinel deployment (the same lanes, over redis-py's
+Sentinel-managed connections: a connection asks the Sentinels for the primary when it connects, and
+a primary that was demoted answers READONLY, which redis-py turns into a connection error, so the
+one retry reconnects to the promoted replica); a Redis Cluster (redis-py's RedisCluster client, which
+keeps the slot map and follows MOVED/ASK itself; made lazily so an unreachable cluster at start-up is
+a counted miss, not a crash).
 """
 from __future__ import annotations
 
@@ -25,11 +32,15 @@ import threading
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cachedmodel.options import CacheOptions, ConfigurationError, scrub, secrets_of
+from cachedmodel.options import CacheOptions, ConfigurationError, scrub, secrets_of, split_endpoint
 
 # kinds after which the server is unreachable or unusable for us: these open the circuit breaker
 BREAKER_KINDS = frozenset({"connection", "timeout", "auth", "other"})
@@ -74,6 +85,19 @@ class _AsyncBlockingPool(redis.asyncio.BlockingConnectionPool):
             raise
 
 
+class _BlockingSentinelPool(redis.sentinel.SentinelConnectionPool, _BlockingPool):
+    """Sentinel-managed connections (the primary's address is asked at connect time), bounded and blocking."""
+
+
+class _AsyncBlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, _AsyncBlockingPool):
+    """The same for redis.asyncio."""
+
+
+# a cluster without a usable node for a slot (failover under way, slots not covered): unavailable
+_CLUSTER_UNAVAILABLE = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+                        redis.exceptions.SlotNotCoveredError, redis.exceptions.RedisClusterException)
+
+
 def classify(error: BaseException) -> str:
     """Map a redis-py (or socket) exception to an error kind."""
     if isinstance(error, redis.exceptions.MaxConnectionsError):
@@ -83,7 +107,7 @@ def classify(error: BaseException) -> str:
     if isinstance(error, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
                           redis.exceptions.NoPermissionError)):
         return "auth"
-    if isinstance(error, (redis.exceptions.ConnectionError, OSError)):
+    if isinstance(error, (redis.exceptions.ConnectionError, OSError, *_CLUSTER_UNAVAILABLE)):
         return "connection"
     if isinstance(error, redis.exceptions.OutOfMemoryError) or str(error).startswith("OOM"):
         return "oom"
@@ -92,13 +116,49 @@ def classify(error: BaseException) -> str:
     return "other"
 
 
+def make_backend(options: CacheOptions) -> "RedisBackend | ClusterBackend":
+    """The backend for the options' topology: Redis Cluster, or one Redis (directly or via Sentinel)."""
+    return ClusterBackend(options) if options.cluster_nodes else RedisBackend(options)
+
+
+def _common_kwargs(options: CacheOptions) -> dict:
+    """Connection options every topology shares: timeouts, credentials, TLS."""
+    kwargs = dict(socket_timeout=options.socket_timeout, socket_connect_timeout=options.socket_connect_timeout)
+    if options.username:
+        kwargs["username"] = options.username
+    if options.password:
+        kwargs["password"] = options.password  # a password inside the URL takes precedence (redis-py)
+    if options.ssl:
+        kwargs["ssl"] = True
+    if options.ssl_ca_certs:
+        kwargs["ssl_ca_certs"] = options.ssl_ca_certs
+    return kwargs
+
+
+def _sentinel_kwargs(options: CacheOptions, retry) -> dict:
+    """How the Sentinels themselves are asked: their own password, the same timeouts and TLS, no retry."""
+    kwargs = dict(socket_timeout=options.socket_timeout, socket_connect_timeout=options.socket_connect_timeout,
+                  retry=retry)
+    if options.sentinel_password:
+        kwargs["password"] = options.sentinel_password
+    if options.ssl:
+        kwargs["ssl"] = True
+        if options.ssl_ca_certs:
+            kwargs["ssl_ca_certs"] = options.ssl_ca_certs
+    return kwargs
+
+
 class RedisBackend:
     """get/set of raw bytes under string keys, sync and async, errors as CacheBackendError."""
 
     def __init__(self, options: CacheOptions):
         self.options = options
-        self._secrets = secrets_of(options.url, options.password)
-        self._pool = self._make_pool(_BlockingPool, Retry(NoBackoff(), 0))
+        self._secrets = secrets_of(options.url, options.password, options.sentinel_password)
+        self._sentinels = [split_endpoint(address) for address in options.sentinels or ()]
+        self._sentinel = (redis.sentinel.Sentinel(self._sentinels,
+                                                  sentinel_kwargs=_sentinel_kwargs(options, Retry(NoBackoff(), 0)))
+                          if self._sentinels else None)
+        self._pool = self._make_pool(_BlockingPool, Retry(NoBackoff(), 0), self._sentinel)
         self._idle: collections.deque = collections.deque()  # append/pop are atomic: no lock needed
         self._busy: set = set()  # checked-out connections (set.add/discard are atomic too)
         self._waiting = 0  # callers waiting in the pool for a connection (changed under _waiting_lock)
@@ -109,19 +169,21 @@ class RedisBackend:
         self._async_lanes: dict[asyncio.AbstractEventLoop, _AsyncLane] = {}
         self._async_lock = threading.Lock()
 
-    def _make_pool(self, pool_class, retry):
+    def _make_pool(self, pool_class, retry, sentinel=None):
+        """A bounded blocking pool of `pool_class`, or of its Sentinel-managed twin when `sentinel` is given."""
         options = self.options
-        kwargs = dict(socket_timeout=options.socket_timeout, socket_connect_timeout=options.socket_connect_timeout,
-                      retry=retry, max_connections=options.max_connections, timeout=options.pool_timeout)
-        if options.username:
-            kwargs["username"] = options.username
-        if options.password:
-            kwargs["password"] = options.password  # a password inside the URL takes precedence (redis-py)
+        kwargs = dict(_common_kwargs(options), retry=retry, max_connections=options.max_connections,
+                      timeout=options.pool_timeout)
         try:
+            if sentinel is not None:
+                sentinel_class = _BlockingSentinelPool if pool_class is _BlockingPool else _AsyncBlockingSentinelPool
+                return sentinel_class(options.sentinel_service, sentinel, db=options.database, **kwargs)
             if options.url:
-                if options.ssl_ca_certs:
-                    kwargs["ssl_ca_certs"] = options.ssl_ca_certs
+                kwargs.pop("ssl", None)  # the scheme says it (rediss://)
                 return pool_class.from_url(options.url, **kwargs)
+            if kwargs.pop("ssl", False):
+                kwargs["connection_class"] = (redis.SSLConnection if pool_class is _BlockingPool
+                                              else redis.asyncio.SSLConnection)
             return pool_class(host=options.host, port=options.port, db=options.database, **kwargs)
         except (TypeError, ValueError) as error:  # e.g. a bad ?argument in the URL
             raise ConfigurationError(scrub(f"option 'url': {error}", self._secrets)) from None
@@ -129,6 +191,9 @@ class RedisBackend:
     @property
     def describe(self) -> str:
         """Where Redis is, without credentials, for log messages."""
+        if self._sentinels:
+            sentinels = ",".join(self.options.sentinels)
+            return f"sentinel://{sentinels}/{self.options.sentinel_service}/{self.options.database}"
         if self.options.url:
             kwargs = self._pool.connection_kwargs
             if "path" in kwargs:
@@ -186,12 +251,15 @@ class RedisBackend:
         try:
             reused = connection.is_connected
             try:
+                if not reused:
+                    connection.connect()  # not send_command's own connect: a Sentinel-managed one asks for the primary
                 connection.send_command(*args)
                 return connection.read_response()
             except redis.exceptions.ConnectionError as error:
                 if not reused or classify(error) != "connection":
                     raise
-                connection.disconnect()  # a socket Redis closed (restart): once more, on a fresh one
+                connection.disconnect()  # a socket Redis closed (restart, failover): once more, on a fresh one
+                connection.connect()
                 connection.send_command(*args)
                 return connection.read_response()
         except Exception as error:  # noqa: BLE001 - every failure becomes a counted cache error
@@ -231,7 +299,12 @@ class RedisBackend:
                 if lane is None:
                     for ended in [old for old in self._async_lanes if old.is_closed()]:
                         del self._async_lanes[ended]  # its loop ended without aclose(): free its sockets
-                    lane = _AsyncLane(self._make_pool(_AsyncBlockingPool, AsyncRetry(NoBackoff(), 0)))
+                    sentinel = None
+                    if self._sentinels:  # asyncio clients of the Sentinels too are per event loop
+                        sentinel = redis.asyncio.sentinel.Sentinel(
+                            self._sentinels, sentinel_kwargs=_sentinel_kwargs(self.options, AsyncRetry(NoBackoff(), 0)))
+                    lane = _AsyncLane(self._make_pool(_AsyncBlockingPool, AsyncRetry(NoBackoff(), 0), sentinel),
+                                      sentinel)
                     self._async_lanes[loop] = lane
         return lane
 
@@ -252,6 +325,8 @@ class RedisBackend:
     def close(self) -> None:
         self._disconnect_idle()
         self._pool.disconnect()
+        if self._sentinel is not None:
+            self._sentinel.close()
 
 
 class _AsyncLane:
@@ -259,8 +334,9 @@ class _AsyncLane:
     blocking pool that makes them. One loop runs one coroutine at a time, so no lock is needed; a
     connection released while someone waits in the pool goes to that waiter through the pool."""
 
-    def __init__(self, pool: redis.asyncio.BlockingConnectionPool):
+    def __init__(self, pool: redis.asyncio.BlockingConnectionPool, sentinel=None):
         self.pool = pool
+        self.sentinel = sentinel  # this loop's clients of the Sentinels, if any
         self.idle: collections.deque = collections.deque()
         self.waiting = 0
 
@@ -276,12 +352,15 @@ class _AsyncLane:
         try:
             reused = connection.is_connected
             try:
+                if not reused:
+                    await connection.connect()  # a Sentinel-managed connection asks for the primary here
                 await connection.send_command(*args)
                 return await connection.read_response()
             except redis.exceptions.ConnectionError as error:
                 if not reused or classify(error) != "connection":
                     raise
-                await connection.disconnect()  # a socket Redis closed (restart): once more, on a fresh one
+                await connection.disconnect()  # a socket Redis closed (restart, failover): once more, on a fresh one
+                await connection.connect()
                 await connection.send_command(*args)
                 return await connection.read_response()
         except BaseException as error:  # a failed or cancelled command leaves the socket in an unknown state
@@ -302,3 +381,110 @@ class _AsyncLane:
     async def aclose(self) -> None:
         self.idle.clear()
         await self.pool.disconnect()
+        if self.sentinel is not None:
+            await self.sentinel.aclose()
+
+
+class ClusterBackend:
+    """The RedisBackend interface over redis-py's RedisCluster clients (sync, and one per event loop).
+
+    The client follows MOVED/ASK within a call and refreshes its slot map after a node error; a failed
+    call is retried once, on the refreshed map (as a standalone call is on a fresh socket): a
+    connection a node closed during a reshard costs a retry, a dead primary one fallback to the
+    model per call until its replica takes over, never a stall."""
+
+    def __init__(self, options: CacheOptions):
+        self.options = options
+        self._secrets = secrets_of(None, options.password)
+        self._nodes = [split_endpoint(address) for address in options.cluster_nodes]
+        self._client = None  # made at first use: an unreachable cluster must not stop the service
+        self._lock = threading.Lock()
+        self._async_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.cluster.RedisCluster] = {}
+        self._async_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _kwargs(self) -> dict:
+        # max_connections is per node here; an exhausted node pool is a bypass (MaxConnectionsError)
+        return dict(_common_kwargs(self.options), max_connections=self.options.max_connections,
+                    require_full_coverage=False)
+
+    @property
+    def describe(self) -> str:
+        return f"cluster://{','.join(self.options.cluster_nodes)}"
+
+    @property
+    def in_use(self) -> int:
+        return 0  # per-node pools; not tracked across nodes
+
+    def _wrap(self, error: BaseException) -> CacheBackendError:
+        return CacheBackendError(classify(error), scrub(f"{type(error).__name__}: {error}", self._secrets))
+
+    def _sync_client(self) -> redis.cluster.RedisCluster:
+        if self._pid != os.getpid():  # forked: never share the parent's sockets
+            self._client, self._pid = None, os.getpid()
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = redis.cluster.RedisCluster(
+                        startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in self._nodes],
+                        retry=Retry(NoBackoff(), 1), **self._kwargs())
+                client = self._client
+        return client
+
+    def _execute(self, *args):
+        try:
+            return self._sync_client().execute_command(*args)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a counted cache error
+            raise self._wrap(error) from error
+
+    def get(self, key: bytes | str) -> bytes | None:
+        return self._execute("GET", key)
+
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        if ttl_seconds is None:
+            self._execute("SET", key, value)
+        elif float(ttl_seconds).is_integer():
+            self._execute("SET", key, value, "EX", int(ttl_seconds))
+        else:
+            self._execute("SET", key, value, "PX", max(1, int(ttl_seconds * 1000)))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._sync_client().ping(target_nodes=redis.cluster.RedisCluster.RANDOM))
+        except Exception as error:  # noqa: BLE001
+            raise self._wrap(error) from error
+
+    def _async_client(self) -> redis.asyncio.cluster.RedisCluster:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            with self._async_lock:
+                client = self._async_clients.get(loop)
+                if client is None:
+                    for ended in [old for old in self._async_clients if old.is_closed()]:
+                        del self._async_clients[ended]
+                    client = redis.asyncio.cluster.RedisCluster(
+                        startup_nodes=[redis.asyncio.cluster.ClusterNode(host, port) for host, port in self._nodes],
+                        retry=AsyncRetry(NoBackoff(), 1), **self._kwargs())
+                    self._async_clients[loop] = client
+        return client
+
+    async def aget(self, key: str) -> bytes | None:
+        try:
+            return await self._async_client().execute_command("GET", key)
+        except Exception as error:  # noqa: BLE001
+            raise self._wrap(error) from error
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._async_lock:
+            client = self._async_clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

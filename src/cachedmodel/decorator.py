@@ -26,7 +26,7 @@ from ml_base.decorator import MLModelDecorator
 from ml_base.ml_model import MLModel
 from pydantic import BaseModel, RootModel
 
-from cachedmodel.backend import CacheBackendError, RedisBackend
+from cachedmodel.backend import CacheBackendError, make_backend
 from cachedmodel.circuit import CLOSED, CircuitBreaker
 from cachedmodel.codecs import VALUE_FORMAT, DecodeError, ValueCodec
 from cachedmodel.keys import KeyBuilder, namespace_bytes
@@ -104,7 +104,7 @@ class RedisCachingDecorator(MLModelDecorator):
         super().__init__(model=None, **configuration)
         state = self.__dict__
         state["options"] = options
-        state["_backend"] = RedisBackend(options)
+        state["_backend"] = make_backend(options)
         state["_breaker"] = CircuitBreaker(options.circuit_breaker_failures, options.circuit_breaker_reset_seconds)
         state["_local"] = (LocalCache(options.local_cache_size, options.local_cache_ttl_seconds)
                            if options.local_cache_size else None)

@@ -24,7 +24,7 @@ URL_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_MAX_CONNECTIONS = 50  # redis-py's BlockingConnectionPool default
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_OPTIONS = ("password", "url")  # never echoed in a message
+_SECRET_OPTIONS = ("password", "url", "sentinel_password")  # never echoed in a message
 
 
 class ConfigurationError(ValueError):
@@ -48,9 +48,9 @@ def redact_url(url: str) -> str:
     return _QUERY_SECRET.sub(r"\1***", text)
 
 
-def secrets_of(url: str | None, password: str | None) -> tuple[str, ...]:
-    """The secret strings of a configuration: the password option and the URL's password/userinfo."""
-    found = [password] if password else []
+def secrets_of(url: str | None, *passwords: str | None) -> tuple[str, ...]:
+    """The secret strings of a configuration: the password options and the URL's password/userinfo."""
+    found = [password for password in passwords if password]
     if url:
         scheme, sep, rest = str(url).partition("://")
         if sep and "@" in rest:
@@ -102,6 +102,35 @@ def _names(value: Any) -> tuple[str, ...] | None:
     return tuple(value) or None
 
 
+def _endpoints(value: Any) -> tuple[str, ...] | None:
+    """`host:port` addresses (a list, or a comma-separated string, e.g. from one env var); IPv6 in
+    brackets ([::1]:26379). None or an empty list means 'not given'."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"must be a list of host:port addresses, got {value!r}")
+    found = []
+    for item in value:
+        host, sep, port = item.strip().rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or any(char in host for char in "/@ ") or not port.isdigit() \
+                or not 1 <= int(port) <= 65535:
+            raise ValueError(f"must be a list of host:port addresses, got {item!r}")
+        address = f"{host}:{int(port)}" if ":" not in host else f"[{host}]:{int(port)}"
+        if address in found:
+            raise ValueError(f"lists {address} twice")
+        found.append(address)
+    return tuple(found) or None
+
+
+def split_endpoint(address: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' (as normalized by the options) -> (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def validate_url(url: str) -> str:
     """Check a Redis URL's scheme and shape (redis-py parses the rest); messages show it redacted."""
     shown = redact_url(url)
@@ -136,7 +165,14 @@ class CacheOptions(BaseModel):
     url: Optional[str] = None
     username: Optional[str] = None
     password: Optional[str] = Field(None, repr=False)
+    ssl: bool = False  # TLS to the Sentinels and the data nodes (standalone: a rediss:// url says it)
     ssl_ca_certs: Optional[str] = None
+    # or a Redis Sentinel deployment (the primary is asked from the Sentinels) ...
+    sentinels: Optional[Tuple[str, ...]] = None
+    sentinel_service: Optional[str] = None
+    sentinel_password: Optional[str] = Field(None, repr=False)
+    # ... or a Redis Cluster (startup nodes; the client follows the slot map, MOVED and ASK)
+    cluster_nodes: Optional[Tuple[str, ...]] = None
     # what is keyed and how values are stored
     prefix: str = ""
     hashing_fields: Optional[Tuple[str, ...]] = None
@@ -188,10 +224,28 @@ class CacheOptions(BaseModel):
             raise ValueError(f"must be at least 0.001 (or 0 for no expiry), got {value}")
         return value or None  # 0 = no expiry
 
-    @field_validator("username", "password", "ssl_ca_certs", mode="before")
+    @field_validator("sentinels", "cluster_nodes", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        return _endpoints(value)
+
+    @field_validator("sentinel_service", mode="before")
+    @classmethod
+    def _service_name(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not value.strip() or any(char.isspace() for char in value.strip()):
+            raise ValueError(f"must be the name of a primary the Sentinels monitor, got {value!r}")
+        return value.strip()
+
+    @field_validator("username", "password", "sentinel_password", "ssl_ca_certs", mode="before")
     @classmethod
     def _optional_str(cls, value: Any) -> Any:
-        return None if value is None or value == "" else str(value)
+        if value is None or value == "":
+            return None
+        if isinstance(value, (bool, list, tuple, dict, set)):  # str() would make "['x']" a password
+            raise ValueError(f"must be a string, got a {type(value).__name__}")
+        return str(value)
 
     @field_validator("url", mode="before")
     @classmethod
@@ -219,7 +273,7 @@ class CacheOptions(BaseModel):
             raise ValueError(f"must be one of {', '.join(SERDERS)}, got {value!r}")
         return serder
 
-    @field_validator("use_compression", "single_flight", mode="before")
+    @field_validator("use_compression", "single_flight", "ssl", mode="before")
     @classmethod
     def _bool(cls, value: Any) -> Any:
         if isinstance(value, bool):
@@ -232,13 +286,35 @@ class CacheOptions(BaseModel):
     @model_validator(mode="after")
     def _combinations(self) -> "CacheOptions":
         given = self.model_fields_set
+        if self.sentinels and self.cluster_nodes:
+            raise ConfigurationError("option 'cluster_nodes' cannot be combined with option 'sentinels' "
+                                     "(one Redis deployment: Sentinel or Cluster)")
+        topology = "sentinels" if self.sentinels else "cluster_nodes" if self.cluster_nodes else None
+        if topology:
+            where = "the Sentinels name the primary" if self.sentinels else "the cluster's nodes are listed"
+            for option in ("url", "host", "port"):
+                if option in given:
+                    raise ConfigurationError(f"option '{option}' cannot be combined with option '{topology}' "
+                                             f"({where} there)")
+        if self.cluster_nodes and "database" in given and self.database != 0:
+            raise ConfigurationError("option 'database' cannot be combined with option 'cluster_nodes' "
+                                     "(Redis Cluster has database 0 only)")
+        if self.sentinels and not self.sentinel_service:
+            raise ConfigurationError("option 'sentinels' needs option 'sentinel_service' "
+                                     "(the name of the primary the Sentinels monitor)")
+        for option in ("sentinel_service", "sentinel_password"):
+            if getattr(self, option) and not self.sentinels:
+                raise ConfigurationError(f"option '{option}' needs option 'sentinels'")
         if self.url:
             clash = sorted({"host", "port", "database"} & given)
             if clash:
                 raise ConfigurationError(f"option '{clash[0]}' cannot be combined with option 'url' "
                                          f"(put it in the URL instead)")
-        if self.ssl_ca_certs and not str(self.url or "").startswith("rediss://"):
-            raise ConfigurationError("option 'ssl_ca_certs' needs a rediss:// url (TLS)")
+            if "ssl" in given:
+                raise ConfigurationError("option 'ssl' cannot be combined with option 'url' "
+                                         "(rediss:// means TLS, redis:// none)")
+        if self.ssl_ca_certs and not (self.ssl or str(self.url or "").startswith("rediss://")):
+            raise ConfigurationError("option 'ssl_ca_certs' needs a rediss:// url or option 'ssl' (TLS)")
         if self.reduced_precision_fields and self.number_of_places is None:
             raise ConfigurationError("option 'reduced_precision_fields' needs option 'number_of_places'")
         if self.number_of_places is not None and not self.reduced_precision_fields:
@@ -300,5 +376,6 @@ def parse_options(configuration: Mapping[str, Any], environ: Mapping[str, str] |
         return CacheOptions(**given)
     except ValidationError as error:  # never chained: pydantic's own text shows the input values
         message = _message(error.errors(include_url=False)[0])
-    secrets = secrets_of(str(raw.get("url") or ""), str(raw.get("password") or ""))
+    secrets = secrets_of(str(raw.get("url") or ""), str(raw.get("password") or ""),
+                         str(raw.get("sentinel_password") or ""))
     raise ConfigurationError(scrub(message, secrets)) from None

@@ -164,3 +164,54 @@ def test_pool_options():
     assert parse_options({}).max_connections >= 1  # always bounded
     with pytest.raises(ConfigurationError, match="'pool_timeout'"):
         parse_options({"pool_timeout": 0})
+
+
+# ---------------------------------------------------------------- Sentinel and Cluster topologies
+@pytest.mark.parametrize("configuration, named", [
+    ({"sentinels": "h1:26379"}, "sentinel_service"),
+    ({"sentinel_service": "mymaster"}, "sentinels"),
+    ({"sentinel_password": "pw-secret"}, "sentinels"),
+    ({"sentinels": "h1", "sentinel_service": "m"}, "sentinels"),
+    ({"sentinels": "h1:0", "sentinel_service": "m"}, "sentinels"),
+    ({"sentinels": "h1:70000", "sentinel_service": "m"}, "sentinels"),
+    ({"sentinels": ["h1:26379", "h1:26379"], "sentinel_service": "m"}, "sentinels"),
+    ({"sentinels": [26379], "sentinel_service": "m"}, "sentinels"),
+    ({"sentinels": "h1:26379", "sentinel_service": "two words"}, "sentinel_service"),
+    ({"sentinels": "h1:26379", "sentinel_service": "m", "url": "redis://h:6379/0"}, "url"),
+    ({"sentinels": "h1:26379", "sentinel_service": "m", "host": "h"}, "host"),
+    ({"sentinels": "h1:26379", "sentinel_service": "m", "port": 6380}, "port"),
+    ({"cluster_nodes": "h1:7000", "sentinels": "h1:26379", "sentinel_service": "m"}, "cluster_nodes"),
+    ({"cluster_nodes": "h1:7000", "database": 1}, "database"),
+    ({"cluster_nodes": "h1:7000", "url": "redis://h:6379/0"}, "url"),
+    ({"cluster_nodes": "redis://h1:7000"}, "cluster_nodes"),
+    ({"cluster_nodes": "user@h1:7000"}, "cluster_nodes"),
+    ({"url": "redis://h:6379/0", "ssl": True}, "ssl"),
+    ({"ssl": "sometimes"}, "ssl"),
+    ({"cluster_nodes": "h1:7000", "ssl_ca_certs": "/ca.pem"}, "ssl_ca_certs"),
+])
+def test_bad_topology_is_named(configuration, named):
+    with pytest.raises(ConfigurationError, match=f"'{named}'"):
+        parse_options(configuration)
+
+
+def test_topologies_are_normalized():
+    options = parse_options({"sentinels": " s1:26379, s2:26380 ,[::1]:26381", "sentinel_service": "cache",
+                             "sentinel_password": "${SENTINEL_PW}", "database": 2}, {"SENTINEL_PW": "pw"})
+    assert options.sentinels == ("s1:26379", "s2:26380", "[::1]:26381")
+    assert (options.sentinel_service, options.sentinel_password, options.database) == ("cache", "pw", 2)
+    options = parse_options({"cluster_nodes": ["n1:7000", "n2:7001"], "ssl": "true", "ssl_ca_certs": "/ca.pem",
+                             "database": 0})
+    assert options.cluster_nodes == ("n1:7000", "n2:7001") and options.ssl is True
+    assert parse_options({"cluster_nodes": "${NODES}"}, {"NODES": "a:1,b:2"}).cluster_nodes == ("a:1", "b:2")
+    assert parse_options({"sentinels": "${S:-}", "sentinel_service": "${SVC:-}"}, {}).sentinels is None
+
+
+def test_sentinel_password_is_never_shown():
+    with pytest.raises(ConfigurationError) as raised:
+        parse_options({"sentinel_password": "hunter2-secret"})
+    assert "hunter2-secret" not in str(raised.value)
+    with pytest.raises(ConfigurationError) as raised:
+        parse_options({"sentinels": "h:1", "sentinel_service": "m", "sentinel_password": ["hunter2-secret"]})
+    assert "hunter2-secret" not in str(raised.value)
+    options = parse_options({"sentinels": "h:1", "sentinel_service": "m", "sentinel_password": "hunter2-secret"})
+    assert "hunter2-secret" not in repr(options)

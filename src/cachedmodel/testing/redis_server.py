@@ -36,6 +36,7 @@ class RedisServer:
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
     data_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cachedmodel-redis-"))
+    sentinel_config: str | None = None  # a sentinel.conf: run as a Sentinel (`redis-server FILE --sentinel`)
 
     @property
     def url(self) -> str:
@@ -46,8 +47,12 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found on PATH: run `make setup` (installs Debian's redis-server)")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.data_dir, "--daemonize", "no", "--loglevel", "warning"]
+        if self.sentinel_config:  # Sentinels take only their own directives (no save/appendonly)
+            args = [binary, self.sentinel_config, "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--dir", self.data_dir, "--daemonize", "no", "--loglevel", "warning"]
+        else:
+            args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", self.data_dir, "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args + list(self.extra_args), stdout=subprocess.DEVNULL,
