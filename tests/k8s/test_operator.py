@@ -129,6 +129,26 @@ BAD = [
      "spec.model.env[0].valueFrom"),
     ({"model": {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}},
      "spec.model.env[0].valueFrom.secretKeyRef.key"),
+    # spec.redis.mode and its topologies (issue 11)
+    ({"redis": {"mode": "replicated"}}, "spec.redis.mode"),
+    ({"redis": {"sentinel": {"replicas": 2}}}, "spec.redis.sentinel"),
+    ({"redis": {"mode": "sentinel", "sentinel": {"replicas": 0}}}, "spec.redis.sentinel.replicas"),
+    ({"redis": {"mode": "cluster", "cluster": {"shards": 2}}}, "spec.redis.cluster.shards"),
+    ({"redis": {"mode": "cluster", "cluster": {"replicasPerShard": 0}}}, "spec.redis.cluster.replicasPerShard"),
+    ({"redis": {"mode": "sentinel", "cluster": {"shards": 3}}}, "spec.redis.cluster"),
+    ({"redis": {"mode": "cluster", "external": {"url": "redis://c:6379"}}}, "spec.redis.external"),
+    ({"redis": {"external": {"url": "redis://c:6379", "clusterNodes": ["c:6379"]}}}, "spec.redis.external"),
+    ({"redis": {"external": {"passwordSecretRef": {"name": "s", "key": "k"}}}}, "spec.redis.external"),
+    ({"redis": {"external": {"sentinels": ["s:26379"]}}}, "spec.redis.external.sentinelService"),
+    ({"redis": {"external": {"sentinels": ["s:26379:1"], "sentinelService": "m"}}},
+     "spec.redis.external.sentinels[0]"),
+    ({"redis": {"external": {"sentinels": ["s:26379", "s:26379"], "sentinelService": "m"}}},
+     "spec.redis.external.sentinels[1]"),
+    ({"redis": {"external": {"clusterNodes": ["c"]}}}, "spec.redis.external.clusterNodes[0]"),
+    ({"redis": {"external": {"clusterNodes": ["c:6379"], "sentinelPasswordSecretRef": {"name": "s", "key": "k"}}}},
+     "spec.redis.external.sentinelPasswordSecretRef"),
+    ({"redis": {"external": {"url": "redis://c:6379", "tls": True}}}, "spec.redis.external.url"),
+    ({"model": {"env": [{"name": "REDIS_SENTINELS", "value": "s:26379"}]}}, "spec.model.env"),
 ]
 
 
@@ -276,7 +296,7 @@ def test_external_redis_makes_no_redis_and_switching_prunes_it(ctl):
     assert env["REDIS_URL"]["value"] == "redis://cache.example:6379/1"
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cache-auth", "key": "pw"}
     status = ctl.wait_ready("ext")["status"]
-    assert status["redis"]["mode"] == "external"
+    assert status["redis"]["source"] == "external" and status["redis"]["mode"] == "standalone"
     assert ctl.condition("ext", "CacheReady")["reason"] == "ExternalRedis"
 
 
@@ -471,3 +491,87 @@ def test_a_crash_looping_model_pod_is_explained_in_status_and_one_event(ctl):
     ctl.wait_ready("crash")
     assert ctl.condition("crash", "ModelReady")["reason"] == "PodsReady"
     assert len(crash_events()) == 1
+
+
+# ------------------------------------------------------------------ topologies (spec.redis.mode, issue 11)
+
+def test_mode_and_cluster_shape_cannot_change_after_creation(ctl):
+    """Transition rules (CEL with oldSelf) that only the API server can apply; schema.transition_errors agrees."""
+    ctl.apply(manifest("imm"))
+    cases = [  # (redis of the update, refused field or None)
+        ({"mode": "sentinel"}, "spec.redis.mode"),
+        ({"mode": "standalone", "maxmemory": "64mb"}, None),
+        ({"external": {"url": "redis://c:6379"}}, None),  # through external: allowed
+        ({"mode": "cluster"}, None),
+        ({"mode": "cluster", "cluster": {"shards": 4}}, "spec.redis.cluster"),
+        ({"mode": "cluster", "cluster": {"replicasPerShard": 2}}, "spec.redis.cluster"),
+        ({"mode": "sentinel"}, "spec.redis.mode"),
+        ({"mode": "cluster", "cluster": {"shards": 3, "replicasPerShard": 1}, "maxmemory": "64mb"}, None),
+    ]
+    for redis, field in cases:
+        before = ctl.cm("imm")
+        obj = manifest("imm", redis=redis)
+        result = ctl.kubectl("patch", "cmodel", "imm", "--type", "json", "-p",
+                             json.dumps([{"op": "add", "path": "/spec/redis", "value": redis}]), check=False)
+        assert (result.returncode != 0) == (field is not None), (redis, result.stderr)
+        assert bool(schema.transition_errors(before, obj)) == (field is not None), redis
+        if field:
+            assert field in result.stderr and "cannot change after creation" in result.stderr, result.stderr
+
+
+def _topology_ready(ctl, name, redis, data_pods, sentinels):
+    ctl.apply(manifest(name, redis=redis))
+    ready = ctl.wait_ready(name)
+    status = ready["status"]["redis"]
+    sts = ctl.get("statefulset", f"{name}-redis")
+    assert sts["spec"]["replicas"] == data_pods
+    assert ctl.get("service", f"{name}-redis-headless")["spec"]["publishNotReadyAddresses"] is True
+    assert ctl.get("service", f"{name}-redis") is None, "no ClusterIP in front of primaries and replicas"
+    assert (status["readyNodes"], status["desiredNodes"]) == (data_pods + sentinels, data_pods + sentinels)
+    pods = json.loads(ctl.kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={name}", "-o", "json").stdout)
+    assert len(pods["items"]) == data_pods + sentinels + 2  # + 2 model pods, all made Ready by kwok
+    return ready, sts
+
+
+def test_sentinel_mode_makes_data_pods_and_sentinels(ctl):
+    ready, sts = _topology_ready(ctl, "sent", {"mode": "sentinel"}, 3, 3)
+    assert ready["status"]["redis"]["mode"] == "sentinel" and ready["status"]["redis"]["source"] == "managed"
+    assert ready["status"]["redis"]["sentinelService"] == "sent"
+    sentinels = ctl.get("statefulset", "sent-redis-sentinel")
+    assert sentinels["spec"]["replicas"] == 3 and sentinels["spec"]["serviceName"] == "sent-redis-sentinel"
+    assert ctl.get("service", "sent-redis-sentinel")["spec"]["ports"][0]["port"] == 26379
+    assert ctl.get("poddisruptionbudget", "sent-redis-sentinel")["spec"]["maxUnavailable"] == 1
+    env = {e["name"]: e for e in ctl.get("deployment", "sent")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_SENTINELS"]["value"].split(",")[0] == f"sent-redis-sentinel-0.sent-redis-sentinel.{ctl.ns}.svc:26379"
+    assert env["REDIS_SENTINEL_SERVICE"]["value"] == "sent" and "REDIS_URL" not in env
+    table = ctl.kubectl("get", "cmodel", "sent", "-o", "wide").stdout
+    assert "sentinel" in table and "6/6" in table
+    # scaling the replicas is allowed and reaches the StatefulSet and status
+    ctl.kubectl("patch", "cmodel", "sent", "--type", "merge", "-p",
+                json.dumps({"spec": {"redis": {"sentinel": {"replicas": 3}}}}))
+    ctl.wait(lambda: ctl.get("statefulset", "sent-redis")["spec"]["replicas"] == 4, "4 data pods", 30)
+    ctl.wait(lambda: ((ctl.cm("sent").get("status") or {}).get("redis") or {}).get("readyNodes") == 7,
+             "status.redis.readyNodes 7", 60)
+    # switching to external prunes the Sentinels too
+    ctl.kubectl("patch", "cmodel", "sent", "--type", "json", "-p", json.dumps(
+        [{"op": "add", "path": "/spec/redis", "value": {"external": {"sentinels": ["s-0.s:26379"],
+                                                                    "sentinelService": "m"}}}]))
+    ctl.wait(lambda: all(ctl.get(k, n) is None for k, n in [("statefulset", "sent-redis-sentinel"),
+                                                              ("service", "sent-redis-sentinel"),
+                                                              ("poddisruptionbudget", "sent-redis-sentinel"),
+                                                              ("statefulset", "sent-redis")]),
+             "managed sentinel children pruned", 30)
+    status = ctl.wait_ready("sent")["status"]["redis"]
+    assert status["mode"] == "sentinel" and status["source"] == "external" and status["sentinelService"] == "m"
+
+
+def test_cluster_mode_makes_shards_times_replicas_pods(ctl):
+    ready, sts = _topology_ready(ctl, "clu", {"mode": "cluster", "cluster": {"shards": 3, "replicasPerShard": 1}},
+                                 6, 0)
+    assert ready["status"]["redis"]["mode"] == "cluster"
+    assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == ["redis", "cluster-agent"]
+    assert ctl.get("statefulset", "clu-redis-sentinel") is None
+    policy = ctl.get("networkpolicy", "clu-redis")["spec"]
+    assert {p["port"] for p in policy["ingress"][1]["ports"]} == {6379, 16379}
+    env = {e["name"]: e for e in ctl.get("deployment", "clu")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert len(env["REDIS_CLUSTER_NODES"]["value"].split(",")) == 6
