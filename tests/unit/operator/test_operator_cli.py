@@ -44,6 +44,21 @@ def test_render_prints_valid_manifests(tmp_path):
     assert "maxmemory 128mb" in conf["data"]["redis.conf"]
 
 
+@pytest.mark.parametrize("mode,statefulsets,services", [
+    ("sentinel", {"insurance-charges-redis": 3, "insurance-charges-redis-sentinel": 3},
+     {"insurance-charges", "insurance-charges-redis-headless", "insurance-charges-redis-sentinel"}),
+    ("cluster", {"insurance-charges-redis": 6}, {"insurance-charges", "insurance-charges-redis-headless"}),
+])
+def test_render_each_mode(mode, statefulsets, services):
+    result = run("render", "-f", "-", "-n", "ml", stdin=GOOD.replace("maxmemory: 128mb,", f"mode: {mode}, maxmemory: 128mb,"))
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all(result.stdout))
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.34", strict=True)
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in docs if d["kind"] == "StatefulSet"} == statefulsets
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Service"} == services
+
+
 def test_render_from_stdin_defaults_the_namespace():
     result = run("render", "-f", "-", stdin=GOOD)
     assert result.returncode == 0, result.stderr
@@ -55,6 +70,15 @@ def test_render_from_stdin_defaults_the_namespace():
     (("allkeys-lfu", "lfu"), "spec.redis.maxmemoryPolicy"),
     (("replicas: 2", "replicas: two"), "spec.model.replicas"),
     (("hashingFields: [age, bmi]", "hashingFields: [age, age]"), "spec.cache.hashingFields[1]"),
+    (("maxmemory: 128mb,", "mode: sentinels, maxmemory: 128mb,"), "spec.redis.mode"),
+    (("maxmemory: 128mb,", "mode: cluster, cluster: {shards: 2}, maxmemory: 128mb,"), "spec.redis.cluster.shards"),
+    (("maxmemory: 128mb,", "cluster: {shards: 3}, maxmemory: 128mb,"), "spec.redis.cluster"),
+    (("redis: {maxmemory: 128mb, maxmemoryPolicy: allkeys-lfu}", "redis: {external: {sentinels: ['s:26379']}}"),
+     "spec.redis.external.sentinelService"),
+    (("redis: {maxmemory: 128mb, maxmemoryPolicy: allkeys-lfu}",
+      "redis: {external: {url: 'redis://c:6379', clusterNodes: ['c:6379']}}"), "spec.redis.external"),
+    (("redis: {maxmemory: 128mb, maxmemoryPolicy: allkeys-lfu}", "redis: {external: {clusterNodes: [c]}}"),
+     "spec.redis.external.clusterNodes[0]"),
 ])
 def test_render_refuses_bad_input_naming_the_field(tmp_path, edit, field):
     path = tmp_path / "bad.yaml"
