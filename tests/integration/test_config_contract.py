@@ -132,3 +132,72 @@ def test_rendered_redis_conf_and_start_script_run_a_real_redis(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+# ------------------------------------------------------------------ topologies (spec.redis.mode, issue 11)
+
+def topology_config(redis: dict):
+    """The config and the model container's env the operator renders for spec.redis = `redis`."""
+    from cachedmodel_operator.builders.model import model_env
+
+    body = copy.deepcopy(BODY)
+    body["spec"]["redis"] = redis
+    cm = CachedModel.from_body(body)
+    text = builders.service_config_map(cm)["data"][CONFIG_KEY]
+    return text, {e["name"]: e for e in model_env(cm)}
+
+
+def referenced_env(text: str) -> set[str]:
+    import re
+    return set(re.findall(r"\$\{([A-Z_]+)", text))
+
+
+@pytest.mark.parametrize("redis", [{"mode": "sentinel"}, {"mode": "cluster"},
+                                   {"external": {"sentinels": ["s:26379"], "sentinelService": "m",
+                                                 "sentinelPasswordSecretRef": {"name": "s", "key": "k"},
+                                                 "passwordSecretRef": {"name": "p", "key": "k"}}},
+                                   {"external": {"clusterNodes": ["c:6379"], "passwordSecretRef": {"name": "p", "key": "k"}}}],
+                         ids=["sentinel", "cluster", "external-sentinel", "external-cluster"])
+def test_every_variable_the_config_reads_is_set_on_the_model_container(redis):
+    text, env = topology_config(redis)
+    assert referenced_env(text) <= set(env), f"{sorted(referenced_env(text) - set(env))} missing from the pod's env"
+
+
+def _predict_twice_through(text: str, monkeypatch, environ: dict[str, str]):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    model, wrapped = build_model(parse_configuration(text, source="operator ConfigMap"))
+    assert wrapped is not model
+    first = wrapped.predict(sample_input())
+    assert wrapped.predict(sample_input()) == first
+    assert model.calls == 1, "the second identical request must be a cache hit"
+    return wrapped
+
+
+def test_sentinel_config_caches_through_real_sentinels(monkeypatch):
+    """mode sentinel: the rendered options with the env names the operator sets, against a real primary,
+    replica and 3 Sentinels that share the password (as the managed Secret makes them)."""
+    from cachedmodel.testing.redis_topologies import SentinelDeployment
+
+    text, env = topology_config({"mode": "sentinel"})
+    assert {"REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"} <= set(env)
+    with SentinelDeployment(replicas=1, password="s3cret-from-the-secret") as deployment:
+        _predict_twice_through(text, monkeypatch, {
+            "REDIS_SENTINELS": ",".join(deployment.sentinel_addresses),  # the operator: the Sentinel pods' names
+            "REDIS_SENTINEL_SERVICE": deployment.service,
+            "REDIS_PASSWORD": "s3cret-from-the-secret", "REDIS_SENTINEL_PASSWORD": "s3cret-from-the-secret"})
+        keys = redis.Redis(port=deployment.primary().port, password="s3cret-from-the-secret")
+        try:
+            assert keys.dbsize() >= 1, "the entry went to the primary the Sentinels name"
+        finally:
+            keys.close()
+
+
+def test_cluster_config_caches_through_a_real_cluster(monkeypatch):
+    from cachedmodel.testing.redis_topologies import ClusterDeployment
+
+    text, env = topology_config({"mode": "cluster"})
+    assert {"REDIS_CLUSTER_NODES", "REDIS_PASSWORD"} <= set(env) and "REDIS_URL" not in env
+    with ClusterDeployment(shards=3, replicas_per_shard=1, password="s3cret-from-the-secret") as cluster:
+        _predict_twice_through(text, monkeypatch, {"REDIS_CLUSTER_NODES": ",".join(cluster.addresses[:2]),
+                                                   "REDIS_PASSWORD": "s3cret-from-the-secret"})
