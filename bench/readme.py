@@ -16,7 +16,7 @@ from bench.common import RESULTS_DIR
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
-SUMMARY_SOURCES = ("decorator", "service", "operator", "faults", "pods")
+SUMMARY_SOURCES = ("decorator", "service", "operator", "faults", "topologies", "pods")
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -44,7 +44,9 @@ def summary(results_dir: Path = RESULTS_DIR) -> str:
         return json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8"))
 
     decorator, service, operator = load("decorator"), load("service"), load("operator")
-    faults, pods = load("faults"), load("pods")
+    faults, pods, topologies = load("faults"), load("pods"), load("topologies")
+    by_mode = {row["mode"]: row for row in topologies["latency"]}
+    events = {row["fault"]: row for row in topologies["events"]}
     checks, best, ratios = decorator["checks"], service["best"], service["ratios"]
     stampede = {row["single_flight"]: row["model_calls"] for row in decorator["stampede"]}
     rows = [
@@ -64,6 +66,13 @@ def summary(results_dir: Path = RESULTS_DIR) -> str:
         (f"{len(faults['faults'])} kinds of Redis fault under HTTP load: failed / wrong predictions",
          f"{faults['totals']['non_200']} / {faults['totals']['wrong']} of {faults['totals']['requests']:,}",
          "bench_faults"),
+        ("hit through Sentinel / Redis Cluster, p50 vs a raw redis-py GET on the same topology",
+         f"{by_mode['sentinel']['p50_ratio_vs_raw_get']:.2f}x / {by_mode['cluster']['p50_ratio_vs_raw_get']:.2f}x",
+         "bench_topologies"),
+        ("primary killed under HTTP load → hits on every body again: Sentinel / Cluster (failed predictions)",
+         f"{events['sentinel-kill-primary']['all_hits_s']:.1f} s / {events['cluster-kill-primary']['all_hits_s']:.1f} s "
+         f"({events['sentinel-kill-primary']['non_200'] + events['cluster-kill-primary']['non_200']})",
+         "bench_topologies"),
         ("real pods: apply → first cached prediction served, p50", f"{pods['apply_to_first_hit']['p50_s']:.1f} s",
          "bench_pods"),
         ("real pods: Redis pod deleted → hits again, p50 (failed predictions meanwhile)",

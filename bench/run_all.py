@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.bench_decorator",
     "bench.bench_service",
     "bench.bench_faults",
+    "bench.bench_topologies",
     "bench.bench_operator",
     "bench.bench_pods",
 ]

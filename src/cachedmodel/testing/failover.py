@@ -120,7 +120,9 @@ def run_scenario(scenario: Scenario, recovery_bound_s: float = 15.0) -> dict:
                 load.stop()
             service.cleanup()
     hit_times = sorted(load.first_hit_after_mark.values())
-    during = [hit for start, hit in load.responses_after_start if started <= start < ended]
+    # a kill is instantaneous: only an event that lasts (a reshard) has requests "during" it
+    during = [hit for start, hit in load.responses_after_start if started <= start < ended] \
+        if ended - started >= 0.1 else []
     latencies = sorted(load.latencies)
     counted = {kind: int(errors_after[kind] - errors_before[kind]) for kind in faults.ERROR_KINDS
                if errors_after[kind] - errors_before[kind]}
