@@ -44,7 +44,7 @@ me="$POD_NAME.$HEADLESS"
 ask() {
   for sentinel in $SENTINEL_HOSTS; do
     answer="$(timeout 3 redis-cli -h "$sentinel" -p 26379 --raw sentinel "$@" 2>/dev/null)" || continue
-    case "$answer" in *" "*) continue ;; esac
+    case "$answer" in ERR* | NOAUTH* | WRONGPASS* | NOPERM* | LOADING*) continue ;; esac
     echo "$answer"
     return 0
   done
