@@ -41,6 +41,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cachedmodel.options import CacheOptions, ConfigurationError, scrub, secrets_of, split_endpoint
+from cachedmodel.redis_info import combine, parse_info
+
+_INFO = ("INFO", "memory", "stats", "keyspace")
 
 # kinds after which the server is unreachable or unusable for us: these open the circuit breaker
 BREAKER_KINDS = frozenset({"connection", "timeout", "auth", "other"})
@@ -289,6 +292,10 @@ class RedisBackend:
         self._execute("PING")
         return True
 
+    def info(self) -> dict[str, int]:
+        """Memory, evictions, keys and keyspace hits/misses of the Redis (the primary, under Sentinel)."""
+        return parse_info(self._execute(*_INFO), self.options.database)
+
     # ---------------------------------------------------------------- async
     def _async_lane(self) -> "_AsyncLane":
         loop = asyncio.get_running_loop()
@@ -452,6 +459,15 @@ class ClusterBackend:
     def ping(self) -> bool:
         try:
             return bool(self._sync_client().ping(target_nodes=redis.cluster.RedisCluster.RANDOM))
+        except Exception as error:  # noqa: BLE001
+            raise self._wrap(error) from error
+
+    def info(self) -> dict[str, int]:
+        """The same figures summed over the cluster's primaries."""
+        try:
+            client = self._sync_client()
+            return combine(parse_info(client.execute_command(*_INFO, target_nodes=node))
+                           for node in client.get_primaries())
         except Exception as error:  # noqa: BLE001
             raise self._wrap(error) from error
 

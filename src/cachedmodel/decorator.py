@@ -33,6 +33,7 @@ from cachedmodel.keys import KeyBuilder, namespace_bytes
 from cachedmodel.local_cache import LocalCache
 from cachedmodel.metrics import BurstLogger, ModelMetrics
 from cachedmodel.options import CacheOptions, ConfigurationError, parse_options
+from cachedmodel.redis_info import SAMPLER
 from cachedmodel.singleflight import SingleFlight
 
 logger = logging.getLogger("cachedmodel")
@@ -85,9 +86,22 @@ def _was_stored(outcome: tuple[BaseModel, bool]) -> bool:
     return outcome[1]
 
 
-# _lookup's answer when Redis just failed to answer (connection/timeout...): the model answers and the
-# SET is skipped, so one request pays at most one Redis timeout
-_UNREACHABLE = object()
+class _NoAnswer:
+    """A lookup that gave no answer and was no miss either: why (the bypass reason) and whether the
+    model's output may still be stored."""
+
+    __slots__ = ("reason", "store")
+
+    def __init__(self, reason: str, store: bool):
+        self.reason, self.store = reason, store
+
+
+# Redis just failed to answer (connection/timeout...): the model answers and the SET is skipped, so one
+# request pays at most one Redis timeout
+_UNREACHABLE = _NoAnswer("redis_error", store=False)
+_REDIS_ERROR = _NoAnswer("redis_error", store=True)       # Redis answered with an error (e.g. OOM)
+_POOL_EXHAUSTED = _NoAnswer("pool_exhausted", store=False)
+_CIRCUIT_OPEN = _NoAnswer("circuit_open", store=False)
 
 # A per-request hint, (decorator, key, outcome): the HTTP fast path's aget_cached(remember_miss=True)
 # just looked this key up and missed (outcome None) or could not reach Redis (_UNREACHABLE). The
@@ -161,6 +175,8 @@ class RedisCachingDecorator(MLModelDecorator):
         # hashing fields were chosen explicitly: then exactly those fields form the key)
         keyed_extras = input_type.model_config.get("extra") == "allow" and not options.hashing_fields
         state["_keys"] = KeyBuilder(namespace, options.prefix, hashing_fields, extras=keyed_extras)
+        if options.redis_info_interval_seconds:
+            SAMPLER.register(name, self, self._backend.info, options.redis_info_interval_seconds)
         return self
 
     # ---------------------------------------------------------------- public API
@@ -173,26 +189,32 @@ class RedisCachingDecorator(MLModelDecorator):
         """A cached prediction when there is one, otherwise the model's (then stored)."""
         if self._keys is None:
             self._require_model()
+        metrics = self._metrics
+        metrics.requests.inc()  # exactly once per prediction: it ends as a hit, a miss or a bypass
         if type(data) is not self._input_type or self._round_fields:
             try:
                 data = self._prepare_input(data)
             except Exception:  # noqa: BLE001 - not a valid input: the model gets it as it came and
-                return self._model.predict(data=data)  # answers (or raises its own error) uncached
+                metrics.bypasses["invalid_input"].inc()  # answers (or raises its own error) uncached
+                return self._model.predict(data=data)
         try:
             key = self._keys.key(data)
         except Exception as error:  # noqa: BLE001 - an input we cannot key is predicted uncached
             self._count_error("encode", f"cannot build a key: {error}")
+            metrics.bypasses["unkeyable"].inc()
             return self._model.predict(data=data)
         prior = _PRIOR_LOOKUP.get()
         if prior is not None and prior[0] is self:
             _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
         output = prior[2] if prior is not None and prior[0] is self and prior[1] == key else self._lookup(key)
         store = True
-        if output is not None:
-            if output is not _UNREACHABLE:
-                return output
-            store = False
-        self._metrics.misses.inc()
+        if output is None:
+            metrics.misses.inc()
+        elif type(output) is _NoAnswer:
+            metrics.bypasses[output.reason].inc()
+            store = output.store
+        else:
+            return output
         flight = self._flight
         if flight is None:
             return self._predict_and_store(key, data, store)[0]
@@ -208,7 +230,10 @@ class RedisCachingDecorator(MLModelDecorator):
         try:
             self._require_model()
             output = self._lookup(self._keys.key(self._prepare_input(data)))
-            return None if output is _UNREACHABLE else output
+            if output is None or type(output) is _NoAnswer:
+                return None
+            self._metrics.requests.inc()  # a served hit is a prediction; a miss is only a lookup
+            return output
         except Exception as error:  # noqa: BLE001
             self._count_error("other", f"get_cached failed: {error}")
             return None
@@ -217,25 +242,29 @@ class RedisCachingDecorator(MLModelDecorator):
         """Async hit-only lookup (redis.asyncio, one client per event loop); None on miss or any error.
 
         remember_miss=True (the HTTP fast path, which hands misses to the route): a miss is remembered in
-        the caller's context, so the predict() of the same input in that request skips its own lookup."""
+        the caller's context, so the predict() of the same input in that request skips its own lookup
+        (and counts the request as the miss or bypass this lookup was). A hit is counted as a request."""
         try:
             self._require_model()
             key = self._keys.key(self._prepare_input(data))
             output = self._local_lookup(key)
-            if output is not None:
-                return output
-            outcome = None
-            if self._breaker.allow():
-                started = _perf_counter()
-                try:
-                    output = self._from_redis(key, await self._backend.aget(key))
-                except CacheBackendError as error:
-                    self._backend_failed(error)
-                    outcome = _UNREACHABLE if error.trips_breaker or error.bypass else None
-                finally:
-                    self._metrics.lookup_seconds.observe(_perf_counter() - started)
-            if output is None and remember_miss:
-                _PRIOR_LOOKUP.set((self, key, outcome))
+            if output is None:
+                outcome = None
+                if self._breaker.allow():
+                    started = _perf_counter()
+                    try:
+                        output = self._from_redis(key, await self._backend.aget(key))
+                    except CacheBackendError as error:
+                        outcome = self._backend_failed(error)
+                    finally:
+                        self._metrics.lookup_seconds.observe(_perf_counter() - started)
+                else:
+                    outcome = _CIRCUIT_OPEN
+                if output is None:
+                    if remember_miss:
+                        _PRIOR_LOOKUP.set((self, key, outcome))
+                    return None
+            self._metrics.requests.inc()
             return output
         except Exception as error:  # noqa: BLE001
             self._count_error("other", f"aget_cached failed: {error}")
@@ -248,6 +277,9 @@ class RedisCachingDecorator(MLModelDecorator):
 
     def close(self) -> None:
         """Release the sync connection pool (async clients: `await aclose()` on their loop)."""
+        metrics = self.__dict__.get("_metrics")
+        if metrics is not None:
+            SAMPLER.unregister(metrics.model, self._backend.info)
         self._backend.close()
 
     async def aclose(self) -> None:
@@ -328,23 +360,22 @@ class RedisCachingDecorator(MLModelDecorator):
         return output
 
     def _lookup(self, key: str) -> Any:
-        """Local tier, then Redis (unless the circuit is open). None = use the model; _UNREACHABLE = use
-        the model and do not try to store (Redis just failed to answer)."""
+        """Local tier, then Redis (unless the circuit is open): the output, None (a miss), or a _NoAnswer
+        (the model answers; a bypass with its reason, and whether to store)."""
         if self._local is not None:
             output = self._local_lookup(key)
             if output is not None:
                 return output
         breaker = self._breaker
         if not breaker.allow():
-            return None
+            return _CIRCUIT_OPEN
         metrics = self._metrics
         started = _perf_counter()
         try:
             stored = self._backend.get(key)
         except CacheBackendError as error:
             metrics.lookup_seconds.observe(_perf_counter() - started)
-            self._backend_failed(error)
-            return _UNREACHABLE if error.trips_breaker or error.bypass else None
+            return self._backend_failed(error)
         metrics.lookup_seconds.observe(_perf_counter() - started)
         return self._from_redis(key, stored)
 
@@ -387,7 +418,7 @@ class RedisCachingDecorator(MLModelDecorator):
         try:
             self._backend.set(key, stored, self.options.ttl_seconds)
         except CacheBackendError as error:
-            self._backend_failed(error)
+            self._backend_failed(error, storing=True)
             return output, False
         if self._breaker.record_success():
             self._circuit_closed()
@@ -401,19 +432,22 @@ class RedisCachingDecorator(MLModelDecorator):
         else:
             logger.warning("cache error (%s) before a model was set: %s", kind, message)
 
-    def _backend_failed(self, error: CacheBackendError) -> None:
+    def _backend_failed(self, error: CacheBackendError, storing: bool = False) -> _NoAnswer:
+        """Count a failed Redis call and feed the breaker; for a lookup, what the request is instead."""
         if error.bypass:  # Redis was not asked (every pooled connection busy): counted, not a failure
-            self._metrics.bypasses[error.kind].inc()
-            return
+            if storing:
+                self._metrics.store_skips[error.kind].inc()
+            return _POOL_EXHAUSTED
         self._count_error(error.kind, f"{self._backend.describe}: {error}")
         if not error.trips_breaker:
             if self._breaker.record_success():  # the server answered (e.g. OOM): it is reachable
                 self._circuit_closed()
-            return
+            return _REDIS_ERROR
         if self._breaker.record_failure():
             self._metrics.circuit_open.set(1)
             logger.warning("cache for %s: circuit open, skipping Redis at %s for %gs after %s errors",
                            self._metrics.model, self._backend.describe, self._breaker.reset_seconds, error.kind)
+        return _UNREACHABLE
 
     def _circuit_closed(self) -> None:
         self._metrics.circuit_open.set(0)

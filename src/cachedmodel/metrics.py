@@ -13,27 +13,36 @@ from prometheus_client import Counter, Gauge, Histogram
 
 logger = logging.getLogger("cachedmodel")
 
+REQUESTS = Counter("cachedmodel_cache_requests",
+                   "Predictions the cache saw, each counted once: hits (every tier) + misses + bypasses.", ["model"])
 HITS = Counter("cachedmodel_cache_hits", "Predictions answered from the cache, by tier (local or redis).",
                ["model", "tier"])
-MISSES = Counter("cachedmodel_cache_misses", "Lookups that found no usable entry (the model was called).",
+MISSES = Counter("cachedmodel_cache_misses", "Predictions whose lookup found no usable entry (the model was called).",
                  ["model"])
+BYPASSES = Counter("cachedmodel_cache_bypass",
+                   "Predictions that went to the model without a cache answer, by reason: circuit_open (Redis "
+                   "skipped after repeated failures), redis_error (the lookup failed; the kind is in "
+                   "cachedmodel_cache_errors_total), pool_exhausted (every connection of max_connections stayed "
+                   "busy for pool_timeout; not a failure), invalid_input (the input schema rejects it: the model "
+                   "answers as it would uncached), unkeyable (no key could be built).", ["model", "reason"])
 ERRORS = Counter("cachedmodel_cache_errors",
-                 "Cache failures that fell back to the model, by kind "
-                 "(connection, timeout, oom, response, auth, decode, encode, other).", ["model", "kind"])
+                 "Cache failures, by kind (connection, timeout, oom, response, auth, decode, encode, other): "
+                 "failed lookups and stores, unreadable entries, outputs that could not be stored.",
+                 ["model", "kind"])
+STORE_SKIPS = Counter("cachedmodel_cache_store_skipped",
+                      "Model outputs not stored because no pooled connection was free (pool_exhausted).",
+                      ["model", "reason"])
 LOOKUP_SECONDS = Histogram("cachedmodel_cache_lookup_seconds", "Latency of Redis lookups (GET), hit or miss.",
                            ["model"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                0.05, 0.1, 0.25, 0.5, 1.0))
 CIRCUIT_OPEN = Gauge("cachedmodel_circuit_breaker_open", "1 while Redis calls are skipped after repeated failures.",
                      ["model"])
-BYPASSES = Counter("cachedmodel_cache_bypasses",
-                   "Lookups or stores skipped without asking Redis, by reason (pool_exhausted: every connection "
-                   "of max_connections stayed busy for pool_timeout). Not failures: the circuit is unaffected.",
-                   ["model", "reason"])
 SHARED = Counter("cachedmodel_singleflight_shared",
-                 "Predictions that waited for a concurrent identical miss instead of calling the model.", ["model"])
+                 "Predictions that waited for a concurrent identical miss instead of calling the model "
+                 "(counted among the misses).", ["model"])
 
 ERROR_KINDS = ("connection", "timeout", "oom", "response", "auth", "decode", "encode", "other")
-BYPASS_REASONS = ("pool_exhausted",)
+BYPASS_REASONS = ("circuit_open", "redis_error", "pool_exhausted", "invalid_input", "unkeyable")
 
 
 class ModelMetrics:
@@ -41,6 +50,7 @@ class ModelMetrics:
 
     def __init__(self, model: str):
         self.model = model
+        self.requests = REQUESTS.labels(model=model)
         self.redis_hits = HITS.labels(model=model, tier="redis")
         self.local_hits = HITS.labels(model=model, tier="local")
         self.misses = MISSES.labels(model=model)
@@ -49,6 +59,7 @@ class ModelMetrics:
         self.shared = SHARED.labels(model=model)
         self.errors = {kind: ERRORS.labels(model=model, kind=kind) for kind in ERROR_KINDS}
         self.bypasses = {reason: BYPASSES.labels(model=model, reason=reason) for reason in BYPASS_REASONS}
+        self.store_skips = {"pool_exhausted": STORE_SKIPS.labels(model=model, reason="pool_exhausted")}
 
 
 class BurstLogger:

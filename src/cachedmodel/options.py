@@ -192,6 +192,8 @@ class CacheOptions(BaseModel):
     local_cache_size: int = Field(0, ge=0)
     local_cache_ttl_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
     single_flight: bool = True
+    # Redis-side figures (INFO) for /metrics, sampled in the background; 0 = off
+    redis_info_interval_seconds: float = Field(15.0, ge=0, allow_inf_nan=False)
 
     def __repr_args__(self):
         for name, value in super().__repr_args__():
@@ -212,7 +214,8 @@ class CacheOptions(BaseModel):
         return _number_text(_no_bool(value, "an integer"))
 
     @field_validator("ttl_seconds", "socket_timeout", "socket_connect_timeout", "pool_timeout",
-                     "circuit_breaker_reset_seconds", "local_cache_ttl_seconds", mode="before")
+                     "circuit_breaker_reset_seconds", "local_cache_ttl_seconds", "redis_info_interval_seconds",
+                     mode="before")
     @classmethod
     def _float(cls, value: Any) -> Any:
         return _number_text(_no_bool(value, "a number"))

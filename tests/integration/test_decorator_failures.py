@@ -195,7 +195,7 @@ def test_a_cancelled_async_probe_does_not_keep_the_cache_off(redis_server):
 
 # ---------------------------------------------------------------- bounded pools (issue 9)
 def bypasses(model, reason="pool_exhausted"):
-    return metric("cachedmodel_cache_bypasses_total", model=model, reason=reason)
+    return metric("cachedmodel_cache_bypass_total", model=model, reason=reason)
 
 
 def all_errors(model):
@@ -344,7 +344,9 @@ def test_an_exhausted_async_pool_is_a_counted_bypass(redis_server):
         pool = decorator._backend._async_lane().pool
         held = await pool.get_connection()  # the only async connection is busy
         try:
-            missed = await decorator.aget_cached(data)
+            missed = await decorator.aget_cached(data, remember_miss=True)
+            # as the service's route does next: the model answers, and the request counts as that bypass
+            assert decorator.predict(data) == model.predict(data)
         finally:
             await pool.release(held)
         try:
@@ -355,6 +357,7 @@ def test_an_exhausted_async_pool_is_a_counted_bypass(redis_server):
     missed, hit = asyncio.run(lookups())
     assert missed is None and hit == model.predict(data)
     assert bypasses(name) == 1 and all_errors(name) == 0 and decorator.circuit_state == "closed"
+    assert metric("cachedmodel_cache_requests_total", model=name) == 3  # the miss, the bypass, the hit
     decorator.close()
 
 

@@ -82,6 +82,8 @@ def test_first_request_computes_and_the_identical_second_is_a_hit(client, redis_
     metrics = client.get("/metrics").text
     assert metric(metrics, "cachedmodel_cache_hits_total", model="insurance_charges_model", tier="redis") == 1
     assert metric(metrics, "cachedmodel_cache_misses_total", model="insurance_charges_model") == 2
+    # exact accounting over HTTP (the fast path's hit, the route's misses): each request counted once
+    assert metric(metrics, "cachedmodel_cache_requests_total", model="insurance_charges_model") == 3
     assert metric(metrics, "http_requests_total", method="POST", status="200",
                   route="/api/models/insurance_charges_model/prediction") == 3
     assert metric(metrics, "http_request_duration_seconds_count", method="POST", status="200",
@@ -135,10 +137,14 @@ def test_metrics_endpoint_exposes_cache_and_http_series(client):
     predict(client, BODY)
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    for series in ("cachedmodel_cache_hits_total", "cachedmodel_cache_misses_total", "cachedmodel_cache_errors_total",
+    for series in ("cachedmodel_cache_requests_total", "cachedmodel_cache_hits_total", "cachedmodel_cache_misses_total",
+                   "cachedmodel_cache_errors_total", "cachedmodel_redis_up",
                    "cachedmodel_cache_lookup_seconds_bucket", "http_requests_total",
                    "http_request_duration_seconds_bucket"):
         assert f"\n{series}{{" in response.text, series
+    # the Redis-side figures come from a background INFO sample, taken right after the model was set
+    wait_until(lambda: "\ncachedmodel_redis_used_memory_bytes{" in client.get("/metrics").text, 10,
+               what="an INFO sample on /metrics")
 
 
 def test_probes_answer_503_until_models_are_loaded(tmp_path, redis_server):

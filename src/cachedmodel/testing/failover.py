@@ -111,6 +111,7 @@ def run_scenario(scenario: Scenario, recovery_bound_s: float = 15.0) -> dict:
             time.sleep(faults.POST_RECOVERY_S)
             load.stop()
             errors_after = faults.service_errors(service)
+            accounting = faults.cache_accounting(service)
             warnings = [line[:300] for line in service.logs().splitlines() if " WARNING cachedmodel" in line][:10]
         except BaseException:
             print(service.logs()[-5000:])
@@ -138,7 +139,7 @@ def run_scenario(scenario: Scenario, recovery_bound_s: float = 15.0) -> dict:
         "first_hit_s": round(hit_times[0] - mark, 2) if hit_times else None,
         "all_hits_s": round(hit_times[-1] - mark, 2) if recovered and hit_times else None,
         "errors_counted": counted, "expected_kinds": list(scenario.counted), "problems": load.problems,
-        "cache_warnings": warnings,
+        "cache_warnings": warnings, "accounting": accounting,
     }
 
 

@@ -408,6 +408,23 @@ def service_errors(service: ModelService) -> dict[str, float]:
     return found
 
 
+def cache_accounting(service: ModelService, model: str = MODEL_NAME) -> dict:
+    """The service's cache counters for `model`: requests, hits (all tiers), misses, bypasses (all
+    reasons), and whether they balance (requests == hits + misses + bypasses; read it while idle)."""
+    text = httpx.get(service.url + "/metrics", timeout=10.0).text
+    sums = {"requests": 0.0, "hits": 0.0, "misses": 0.0, "bypasses": 0.0}
+    names = {"cachedmodel_cache_requests_total": "requests", "cachedmodel_cache_hits_total": "hits",
+             "cachedmodel_cache_misses_total": "misses", "cachedmodel_cache_bypass_total": "bypasses"}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in names and f'model="{model}"' in rest:
+            sums[names[name]] += float(line.rsplit(" ", 1)[1])
+    counts = {key: int(value) for key, value in sums.items()}
+    counts["balanced"] = counts["requests"] == counts["hits"] + counts["misses"] + counts["bypasses"] \
+        and counts["requests"] > 0
+    return counts
+
+
 def warm_up(service: ModelService, bodies: list[dict], timeout: float = 60.0) -> None:
     """Until one pass over the bodies is all hits (so the fault starts from a warm cache, circuit closed)."""
     with httpx.Client(base_url=service.url, timeout=10.0) as http:
@@ -445,6 +462,7 @@ def run_fault(fault: Fault, service: ModelService, redis_port: int, bodies: list
         time.sleep(POST_RECOVERY_S)
         load.stop()
         errors_after = service_errors(service)
+        accounting = cache_accounting(service)
     finally:
         if load is not None:
             load.stop()
@@ -474,6 +492,7 @@ def run_fault(fault: Fault, service: ModelService, redis_port: int, bodies: list
         "first_hit_s": round(hit_times[0] - fault_end, 2) if hit_times else None,
         "all_hits_s": round(hit_times[-1] - fault_end, 2) if recovered and hit_times else None,
         "errors_counted": counted, "expected_kinds": list(fault.counted), "problems": load.problems,
+        "accounting": accounting,
     }
 
 
@@ -491,6 +510,9 @@ def check(result: dict, recovery_bound_s: float = RECOVERY_BOUND_S,
         failures.append(f"slowest request {result['max_latency_ms']} ms > {latency_bound_s} s")
     if result["all_hits_s"] is None:
         failures.append(f"hits did not come back on every body within {recovery_bound_s} s")
+    accounting = result.get("accounting")
+    if accounting is not None and not accounting["balanced"]:
+        failures.append(f"cache accounting does not balance: {accounting}")
     missing = [kind for kind in result["expected_kinds"] if not result["errors_counted"].get(kind)]
     if missing:
         failures.append(f"the fault did not show: no {', '.join(missing)} errors counted "
