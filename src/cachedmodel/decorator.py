@@ -125,6 +125,7 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_flight"] = SingleFlight(linger_seconds=options.socket_timeout) if options.single_flight else None
         state["_codec"] = ValueCodec(options.serder, options.use_compression)
         state["_keys"] = None
+        state["_key_trace"] = None  # callable(key) per request, in request order (cachedmodel-advise traces)
         if model is not None:
             self.set_model(model)
 
@@ -203,6 +204,8 @@ class RedisCachingDecorator(MLModelDecorator):
             self._count_error("encode", f"cannot build a key: {error}")
             metrics.bypasses["unkeyable"].inc()
             return self._model.predict(data=data)
+        if self._key_trace is not None:
+            self._key_trace(key)
         prior = _PRIOR_LOOKUP.get()
         if prior is not None and prior[0] is self:
             _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
@@ -265,10 +268,17 @@ class RedisCachingDecorator(MLModelDecorator):
                         _PRIOR_LOOKUP.set((self, key, outcome))
                     return None
             self._metrics.requests.inc()
+            if self._key_trace is not None:
+                self._key_trace(key)
             return output
         except Exception as error:  # noqa: BLE001
             self._count_error("other", f"aget_cached failed: {error}")
             return None
+
+    def set_key_trace(self, trace) -> None:
+        """Call `trace(key)` once per prediction served, in request order (None: off). Keys are digests,
+        never inputs; the model service sets this from CACHEDMODEL_KEY_TRACE for cachedmodel-advise."""
+        self.__dict__["_key_trace"] = trace
 
     @property
     def circuit_state(self) -> str:
