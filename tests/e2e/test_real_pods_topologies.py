@@ -2,7 +2,9 @@
 Sentinels elect pod -0, the cluster-agent of pod -0 creates the cluster), serves cached predictions through
 the model Service, and survives deleting its primary with 0 failed predictions: the Sentinels (or the
 cluster) fail over to a replica that holds the entries, the deleted pod comes back with a new IP as a
-replica of the new primary, hits go on.
+replica of the new primary, hits go on. The NetworkPolicy is enforced for real: the model pod reaches the
+Redis and Sentinel ports, a pod without the model's labels does not (while the Redis pods reach each other, or
+neither failover would work).
 
 One operator installed with Helm from the chart (the image of `make images`), watching one namespace; each
 test applies its own CachedModel (the cluster's local Redis image) and deletes it at the end. All traffic goes
@@ -19,7 +21,7 @@ import pytest
 
 from tests.e2e.helpers import CHART_DIR, CRD_NAME, bridge_target, condition, example_cachedmodel, get_json, items, wait_for
 from tests.e2e.operator_runner import DeployedOperator
-from tests.e2e.test_real_pods import PREDICT_PATH, PREDICTION, READY_TIMEOUT, Stack
+from tests.e2e.test_real_pods import CONNECT, MODEL_IMAGE, MODEL_UID, PREDICT_PATH, PREDICTION, READY_TIMEOUT, Stack
 from cachedmodel.testing.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs_real_pods]
@@ -130,6 +132,42 @@ def delete_and_stream(stack: Stack, http: httpx.Client, pod: str, settled, capsy
     return statuses
 
 
+def connect(stack: Stack, target: str, container: str, address: str, port: int) -> str:
+    bridge_target(stack.cluster, address)
+    result = stack.exec(target, container, "python", "-c", CONNECT, address, str(port), check=False)
+    return result.stdout.strip()
+
+
+def check_network_policy(stack: Stack, name: str, ports: dict[str, int]) -> None:
+    """The model pod reaches every Redis pod's client port (`ports`: pod -> port); a pod without the model's
+    labels reaches none of them."""
+    probe = "netpol-probe"
+    stack.kubectl("apply", "-n", stack.models, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": probe}},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                 "terminationGracePeriodSeconds": 1,
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": MODEL_UID,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{"name": "probe", "image": MODEL_IMAGE, "imagePullPolicy": "IfNotPresent",
+                                 "command": ["python", "-c", "import time; time.sleep(600)"],
+                                 "securityContext": {"allowPrivilegeEscalation": False,
+                                                     "readOnlyRootFilesystem": True,
+                                                     "capabilities": {"drop": ["ALL"]}}}]}}))
+    try:
+        stack.kubectl("wait", "-n", stack.models, f"pod/{probe}", "--for=condition=Ready", "--timeout=120s",
+                      timeout=150)
+        for pod, port in ports.items():
+            address = get_json(stack.cluster, "pod", pod, "-n", stack.models)["status"]["podIP"]
+            wait_for(lambda: connect(stack, f"deployment/{name}", "model", address, port) == "connected", 30,
+                     f"model pod -> {pod}:{port}")
+            outcome = connect(stack, f"pod/{probe}", "probe", address, port)
+            assert outcome.startswith("failed:"), f"a pod without the model's labels reached {pod}:{port}: {outcome}"
+    finally:
+        stack.kubectl("delete", "pod", probe, "-n", stack.models, "--grace-period=0", "--force",
+                      "--ignore-not-found", "--wait=true", "--timeout=60s", check=False, timeout=90)
+
+
 def test_sentinel_mode_serves_hits_and_survives_deleting_its_primary(stack: Stack, capsys):
     name = "sent"
     ip = deploy(stack, name, {"mode": "sentinel", "sentinel": {"replicas": 2}})
@@ -149,8 +187,9 @@ def test_sentinel_mode_serves_hits_and_survives_deleting_its_primary(stack: Stac
     assert [role(stack, f"{name}-redis-{i}") for i in range(3)] == ["master", "slave", "slave"]
     with httpx.Client(base_url=f"http://{ip}:8000", timeout=10, trust_env=False) as http:
         predict_hit(http)
-        keys = int(redis_cli(stack, f"{name}-redis-1", "redis", "dbsize").strip())
-        assert keys >= 1, "the replicas hold the entries the primary stored"
+        # replication is asynchronous (and a first sync waits repl-diskless-sync-delay, 5 s)
+        stack.wait(lambda: int(redis_cli(stack, f"{name}-redis-1", "redis", "dbsize").strip() or 0) >= 1, 60,
+                   "the replicas holding the entries the primary stored")
         old_uid = pod_uids(stack, name)[first]
 
         def settled() -> bool:
@@ -162,6 +201,7 @@ def test_sentinel_mode_serves_hits_and_survives_deleting_its_primary(stack: Stac
     stack.wait(lambda: "master_link_status:up" in redis_cli(stack, first, "redis", "info", "replication"), 60,
                f"{first} replicating from the new primary")
     stack.wait(lambda: stack.ready(name), 120, f"CachedModel {name} Ready after the failover")
+    check_network_policy(stack, name, {f"{name}-redis-1": 6379, f"{name}-redis-sentinel-0": 26379})
     stack.kubectl("delete", "cachedmodel", name, "-n", stack.models, "--wait=true", timeout=120)
 
 
@@ -203,4 +243,5 @@ def test_cluster_mode_serves_hits_and_survives_deleting_a_primary(stack: Stack, 
     assert sorted(row[3] for row in replicas) == sorted(row[0] for row in masters), \
         "every primary has exactly one replica again"
     stack.wait(lambda: stack.ready(name), 120, f"CachedModel {name} Ready after the failover")
+    check_network_policy(stack, name, {pods[2]: 6379})
     stack.kubectl("delete", "cachedmodel", name, "-n", stack.models, "--wait=true", timeout=120)
