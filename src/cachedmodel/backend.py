@@ -247,6 +247,14 @@ class RedisBackend:
             self._pool.release(connection)
 
     def _execute(self, *args):
+        return self._execute_on_connection(_one_command, args)
+
+    def _pipeline(self, commands: list[tuple]) -> list:
+        """Several commands in one round trip on one connection (replies in order; a reply that is an
+        error is raised after all replies were read, so the connection stays in step)."""
+        return self._execute_on_connection(_many_commands, commands)
+
+    def _execute_on_connection(self, run, args):
         try:
             connection = self._checkout()
         except Exception as error:  # noqa: BLE001 - exhausted pool, or a new connection could not connect
@@ -256,15 +264,13 @@ class RedisBackend:
             try:
                 if not reused:
                     connection.connect()  # not send_command's own connect: a Sentinel-managed one asks for the primary
-                connection.send_command(*args)
-                return connection.read_response()
+                return run(connection, args)
             except redis.exceptions.ConnectionError as error:
                 if not reused or classify(error) != "connection":
                     raise
                 connection.disconnect()  # a socket Redis closed (restart, failover): once more, on a fresh one
                 connection.connect()
-                connection.send_command(*args)
-                return connection.read_response()
+                return run(connection, args)
         except Exception as error:  # noqa: BLE001 - every failure becomes a counted cache error
             connection.disconnect()
             if classify(error) in ("connection", "timeout"):
@@ -281,12 +287,16 @@ class RedisBackend:
         return self._execute("GET", key)
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        if ttl_seconds is None:
-            self._execute("SET", key, value)
-        elif float(ttl_seconds).is_integer():
-            self._execute("SET", key, value, "EX", int(ttl_seconds))
-        else:
-            self._execute("SET", key, value, "PX", max(1, int(ttl_seconds * 1000)))
+        self._execute(*set_command(key, value, ttl_seconds))
+
+    def mget(self, keys: list) -> list:
+        """Values of several keys in one round trip (None for missing ones)."""
+        return self._execute("MGET", *keys) if keys else []
+
+    def set_many(self, items: list[tuple], ttl_seconds: float | None) -> None:
+        """SET of several (key, value) pairs, pipelined in one round trip."""
+        if items:
+            self._pipeline([set_command(key, value, ttl_seconds) for key, value in items])
 
     def ping(self) -> bool:
         self._execute("PING")
@@ -334,6 +344,34 @@ class RedisBackend:
         self._pool.disconnect()
         if self._sentinel is not None:
             self._sentinel.close()
+
+
+def set_command(key, value: bytes, ttl_seconds: float | None) -> tuple:
+    """SET key value [EX s | PX ms]: whole seconds as EX, fractions as PX."""
+    if ttl_seconds is None:
+        return ("SET", key, value)
+    if float(ttl_seconds).is_integer():
+        return ("SET", key, value, "EX", int(ttl_seconds))
+    return ("SET", key, value, "PX", max(1, int(ttl_seconds * 1000)))
+
+
+def _one_command(connection, args):
+    connection.send_command(*args)
+    return connection.read_response()
+
+
+def _many_commands(connection, commands):
+    connection.send_packed_command(connection.pack_commands(commands))
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except redis.exceptions.ResponseError as error:  # keep reading: the connection stays in step
+            replies.append(error)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 class _AsyncLane:
@@ -449,12 +487,27 @@ class ClusterBackend:
         return self._execute("GET", key)
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        if ttl_seconds is None:
-            self._execute("SET", key, value)
-        elif float(ttl_seconds).is_integer():
-            self._execute("SET", key, value, "EX", int(ttl_seconds))
-        else:
-            self._execute("SET", key, value, "PX", max(1, int(ttl_seconds * 1000)))
+        self._execute(*set_command(key, value, ttl_seconds))
+
+    def mget(self, keys: list) -> list:
+        """One pipeline per hash slot (redis-py's mget_nonatomic), values in the keys' order."""
+        if not keys:
+            return []
+        try:
+            return self._sync_client().mget_nonatomic(keys)
+        except Exception as error:  # noqa: BLE001
+            raise self._wrap(error) from error
+
+    def set_many(self, items: list[tuple], ttl_seconds: float | None) -> None:
+        if not items:
+            return
+        try:
+            pipeline = self._sync_client().pipeline(transaction=False)
+            for key, value in items:
+                pipeline.execute_command(*set_command(key, value, ttl_seconds))
+            pipeline.execute()
+        except Exception as error:  # noqa: BLE001
+            raise self._wrap(error) from error
 
     def ping(self) -> bool:
         try:

@@ -27,6 +27,7 @@ from ml_base.ml_model import MLModel
 from pydantic import BaseModel, RootModel
 
 from cachedmodel.backend import CacheBackendError, make_backend
+from cachedmodel.batch import RowModel, row_types
 from cachedmodel.circuit import CLOSED, CircuitBreaker
 from cachedmodel.codecs import VALUE_FORMAT, DecodeError, ValueCodec
 from cachedmodel.keys import KeyBuilder, namespace_bytes
@@ -110,6 +111,10 @@ _CIRCUIT_OPEN = _NoAnswer("circuit_open", store=False)
 _PRIOR_LOOKUP: ContextVar[tuple | None] = ContextVar("cachedmodel_prior_lookup", default=None)
 
 
+class _RowsMismatch(ValueError):
+    """A batch model's output does not have one row per input row."""
+
+
 class RedisCachingDecorator(MLModelDecorator):
     """Caches predictions of the decorated model in Redis; see the README section "The decorator"."""
 
@@ -126,6 +131,7 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_codec"] = ValueCodec(options.serder, options.use_compression)
         state["_keys"] = None
         state["_key_trace"] = None  # callable(key) per request, in request order (cachedmodel-advise traces)
+        state["_rows"] = None  # the row view of a batch model (per-row caching), see cachedmodel.batch
         if model is not None:
             self.set_model(model)
 
@@ -140,6 +146,9 @@ class RedisCachingDecorator(MLModelDecorator):
         options: CacheOptions = self.options
         input_type = model.input_schema
         output_type = model.output_schema
+        rows = row_types(input_type, output_type)
+        if rows is not None:
+            return self._set_batch_model(model, *rows)
         input_fields = dict(input_type.model_fields)
         name = model.qualified_name
 
@@ -180,16 +189,35 @@ class RedisCachingDecorator(MLModelDecorator):
             SAMPLER.register(name, self, self._backend.info, options.redis_info_interval_seconds)
         return self
 
+    def _set_batch_model(self, model: MLModel, row_input: type, row_output: type) -> "RedisCachingDecorator":
+        """A batch model: rows are cached by a row view that shares this decorator's backend, breaker,
+        local tier, single-flight and codec (options name Row fields; checked against the row schema)."""
+        view = object.__new__(RedisCachingDecorator)
+        shared = ("_configuration", "options", "_backend", "_breaker", "_local", "_flight", "_codec")
+        view.__dict__.update({name: self.__dict__[name] for name in shared})
+        view.__dict__.update(_model=None, _keys=None, _key_trace=None, _rows=None)
+        view.set_model(RowModel(model.qualified_name, model.version, row_input, row_output))
+        super().set_model(model)
+        state = self.__dict__
+        state.update(_rows=view, _keys=view._keys, _metrics=view._metrics, _events=view._events,
+                     _input_type=model.input_schema, _output_type=model.output_schema, _round_fields=())
+        return self
+
     # ---------------------------------------------------------------- public API
     def cache_key(self, data: Any) -> str:
-        """The Redis key of an input (after reduced precision), stable across processes and machines."""
+        """The Redis key of an input (after reduced precision), stable across processes and machines.
+        For a batch model: the key of one row (a row's key is the same in and out of batches)."""
         self._require_model()
+        if self._rows is not None:
+            return self._rows.cache_key(data)
         return self._keys.key(self._prepare_input(data)).decode()
 
     def predict(self, data: Any) -> BaseModel:
         """A cached prediction when there is one, otherwise the model's (then stored)."""
         if self._keys is None:
             self._require_model()
+        if self._rows is not None:
+            return self._predict_rows(data)
         metrics = self._metrics
         metrics.requests.inc()  # exactly once per prediction: it ends as a hit, a miss or a bypass
         if type(data) is not self._input_type or self._round_fields:
@@ -232,6 +260,8 @@ class RedisCachingDecorator(MLModelDecorator):
         """Hit-only lookup: the cached output for `data`, or None (miss or any error). Never calls the model."""
         try:
             self._require_model()
+            if self._rows is not None:
+                return None  # batches are looked up row by row in predict()
             output = self._lookup(self._keys.key(self._prepare_input(data)))
             if output is None or type(output) is _NoAnswer:
                 return None
@@ -249,6 +279,8 @@ class RedisCachingDecorator(MLModelDecorator):
         (and counts the request as the miss or bypass this lookup was). A hit is counted as a request."""
         try:
             self._require_model()
+            if self._rows is not None:
+                return None  # batches are looked up row by row by the route's predict()
             key = self._keys.key(self._prepare_input(data))
             output = self._local_lookup(key)
             if output is None:
@@ -279,6 +311,11 @@ class RedisCachingDecorator(MLModelDecorator):
         """Call `trace(key)` once per prediction served, in request order (None: off). Keys are digests,
         never inputs; the model service sets this from CACHEDMODEL_KEY_TRACE for cachedmodel-advise."""
         self.__dict__["_key_trace"] = trace
+
+    @property
+    def caches_rows(self) -> bool:
+        """True for a batch model (RootModel lists in and out): cached row by row, see cachedmodel.batch."""
+        return self.__dict__.get("_rows") is not None
 
     @property
     def circuit_state(self) -> str:
@@ -433,6 +470,145 @@ class RedisCachingDecorator(MLModelDecorator):
         if self._breaker.record_success():
             self._circuit_closed()
         return output, True
+
+    def _predict_rows(self, data: Any) -> BaseModel:
+        """Per-row caching of a batch (see cachedmodel.batch): one MGET, the model once with the rows
+        that missed, one pipelined SET; every row counted as one request."""
+        view, input_type, output_type = self._rows, self._input_type, self._output_type
+        metrics = view._metrics
+        try:
+            batch = data if type(data) is input_type else input_type.model_validate(data)
+        except Exception:  # noqa: BLE001 - not a valid batch: the model answers as it would uncached
+            metrics.requests.inc()
+            metrics.bypasses["invalid_input"].inc()
+            return self._model.predict(data=data)
+        rows = batch.root
+        if not rows:
+            return self._model.predict(data=batch)
+        metrics.requests.inc(len(rows))
+        try:
+            rows = [view._prepare_input(row) for row in rows]
+            keys = [view._keys.key(row) for row in rows]
+        except Exception as error:  # noqa: BLE001
+            view._count_error("encode", f"cannot build a row key: {error}")
+            metrics.bypasses["unkeyable"].inc(len(rows))
+            return self._model.predict(data=batch)
+        if self._key_trace is not None:
+            for key in keys:
+                self._key_trace(key)
+        outputs: list = [None] * len(rows)
+        pending = []
+        for index, key in enumerate(keys):
+            output = view._local_lookup(key) if view._local is not None else None
+            if output is None:
+                pending.append(index)
+            else:
+                outputs[index] = output
+        compute, store = self._rows_from_redis(view, keys, pending, outputs)
+        if compute:
+            try:
+                self._compute_rows(view, rows, keys, compute, outputs, store)
+            except _RowsMismatch:  # rows cannot be stitched: the model's own answer to the whole batch
+                return self._model.predict(data=batch)
+        return output_type(outputs)
+
+    def _rows_from_redis(self, view, keys, pending, outputs) -> tuple[list, bool]:
+        """Fill `outputs` from one MGET; returns (rows the model must answer, whether to store them)."""
+        metrics, breaker = view._metrics, view._breaker
+        if not pending:
+            return [], True
+        if not breaker.allow():
+            metrics.bypasses["circuit_open"].inc(len(pending))
+            return pending, False
+        started = _perf_counter()
+        try:
+            values = view._backend.mget([keys[index] for index in pending])
+        except CacheBackendError as error:
+            metrics.lookup_seconds.observe(_perf_counter() - started)
+            outcome = view._backend_failed(error)
+            metrics.bypasses[outcome.reason].inc(len(pending))
+            return pending, outcome.store
+        metrics.lookup_seconds.observe(_perf_counter() - started)
+        missed = []
+        for index, value in zip(pending, values):
+            output = view._from_redis(keys[index], value)
+            if output is None:
+                missed.append(index)
+            else:
+                outputs[index] = output
+        if missed:
+            metrics.misses.inc(len(missed))
+        return missed, True
+
+    def _compute_rows(self, view, rows, keys, compute, outputs, store) -> None:
+        """The model once for the rows nobody else computes; rows other batches compute are waited for
+        after that (leaders never wait: no deadlock); new rows stored in one pipeline."""
+        flight, metrics = view._flight, view._metrics
+        lead, follow, calls = [], [], {}
+        for index in compute:
+            if flight is None:
+                lead.append(index)
+                continue
+            call, leader = flight.begin(keys[index])
+            calls[index] = call
+            (lead if leader else follow).append(index)
+        if lead:
+            try:
+                answers = self._rows_model_answers([rows[index] for index in lead])
+            except BaseException as error:
+                for index in lead:
+                    if flight is not None:
+                        flight.finish(keys[index], calls[index], error=error)
+                raise
+            items = []
+            for index, output in zip(lead, answers):
+                outputs[index] = output
+                try:
+                    value = view._codec.encode(view._output_values(output))
+                    view._check_faithful(output, value)
+                except Exception as error:  # noqa: BLE001
+                    view._count_error("encode", f"cannot cache the row output: {error}")
+                    continue
+                if view._local is not None:
+                    view._local.put(keys[index], value)
+                items.append((keys[index], value))
+            stored = store and bool(items) and view._breaker.allow() and self._store_rows(view, items)
+            for index in lead:
+                if flight is not None:
+                    flight.finish(keys[index], calls[index], outputs[index], linger=stored)
+        retry = []
+        for index in follow:
+            try:
+                output = flight.wait(calls[index])
+            except _RowsMismatch:
+                retry.append(index)
+                continue
+            outputs[index] = output.model_copy() if isinstance(output, BaseModel) else output
+            metrics.shared.inc()
+        if retry:  # the other batch's model answer did not line up with its rows: ask for ours
+            for index, output in zip(retry, self._rows_model_answers([rows[index] for index in retry])):
+                outputs[index] = output
+
+    def _rows_model_answers(self, rows: list) -> list:
+        """The model's outputs for `rows` (one call), which must be one per row, in order."""
+        result = self._model.predict(data=self._input_type(rows))
+        answers = result.root if isinstance(result, self._output_type) else None
+        if answers is None or len(answers) != len(rows):
+            self._rows._count_error("encode", f"model returned {type(result).__name__} with "
+                                              f"{len(answers) if answers is not None else '?'} rows for {len(rows)}")
+            raise _RowsMismatch(f"the batch model answered {len(rows)} rows with "
+                                f"{len(answers) if answers is not None else 'no'} rows")
+        return answers
+
+    def _store_rows(self, view, items: list) -> bool:
+        try:
+            view._backend.set_many(items, self.options.ttl_seconds)
+        except CacheBackendError as error:
+            view._backend_failed(error, storing=True)
+            return False
+        if view._breaker.record_success():
+            view._circuit_closed()
+        return True
 
     def _count_error(self, kind: str, message: str) -> None:
         metrics = self.__dict__.get("_metrics")

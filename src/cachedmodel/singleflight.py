@@ -40,6 +40,21 @@ class SingleFlight:
            linger_if: Callable[[Any], bool] | None = None) -> tuple[Any, bool]:
         """Run `function` once per concurrent burst of `key`; returns (result, shared).
         The result lingers (see the module docstring) unless `linger_if(result)` is false."""
+        call, leader = self.begin(key)
+        if not leader:
+            return self.wait(call), True
+        try:
+            result = function()
+        except BaseException as error:
+            self.finish(key, call, error=error)
+            raise
+        self.finish(key, call, result, linger=linger_if is None or linger_if(result))
+        return result, False
+
+    def begin(self, key: Any) -> tuple[_Call, bool]:
+        """Join the burst of `key`: (call, True) makes the caller its leader, who must `finish` it;
+        (call, False) a follower, who `wait`s. A lingering result comes back as a finished call.
+        Batches claim all their keys first and wait only after finishing their own: no deadlock."""
         with self._lock:
             recent = self._recent
             if recent:
@@ -47,31 +62,35 @@ class SingleFlight:
                 while recent and next(iter(recent.values()))[0] <= now:
                     recent.popitem(last=False)
                 if key in recent:
-                    return recent[key][1], True
+                    call = _Call()
+                    call.result = recent[key][1]
+                    call.done.set()
+                    return call, False
             call = self._calls.get(key)
-            leader = call is None
-            if leader:
+            if call is None:
                 call = self._calls[key] = _Call()
-            else:
-                call.waiters += 1
-        if not leader:
-            call.done.wait()
-            if call.error is not None:
-                raise call.error
-            return call.result, True
-        try:
-            call.result = function()
-        except BaseException as error:
-            call.error = error
-            raise
-        finally:
-            with self._lock:
+                return call, True
+            call.waiters += 1
+            return call, False
+
+    def finish(self, key: Any, call: _Call, result: Any = None, error: BaseException | None = None,
+               linger: bool = False) -> None:
+        """The leader's result (or error) for every follower; the key is free again."""
+        call.result, call.error = result, error
+        with self._lock:
+            if self._calls.get(key) is call:
                 del self._calls[key]
-                if call.error is None and self.linger_seconds > 0 and (linger_if is None or linger_if(call.result)):
-                    self._recent.pop(key, None)
-                    self._recent[key] = (self._clock() + self.linger_seconds, call.result)
-            call.done.set()
-        return call.result, False
+            if error is None and linger and self.linger_seconds > 0:
+                self._recent.pop(key, None)
+                self._recent[key] = (self._clock() + self.linger_seconds, result)
+        call.done.set()
+
+    @staticmethod
+    def wait(call: _Call) -> Any:
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
 
     def forget(self, key: Any) -> None:
         """Drop a lingering result (e.g. its stored copy turned out unreadable and must be rewritten)."""

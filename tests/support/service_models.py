@@ -7,7 +7,7 @@ from pathlib import Path
 from cachedmodel.testing.processes import wait_until
 from ml_base import MLModel
 from ml_base.decorator import MLModelDecorator
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 
 class EchoInput(BaseModel):
@@ -60,3 +60,17 @@ class OffsetDecorator(MLModelDecorator):
     def predict(self, data: EchoInput) -> EchoOutput:
         output = self.__dict__["_model"].predict(data)
         return EchoOutput(doubled=output.doubled + self.__dict__["_configuration"].get("offset", 1))
+
+
+class BatchEchoModel(_Base):
+    """A batch model (RootModel list in, RootModel list out): the decorator caches it row by row."""
+
+    qualified_name = "batch_echo_model"
+    input_schema = RootModel[list[EchoInput]]
+    output_schema = RootModel[list[EchoOutput]]
+
+    def __init__(self):
+        pass
+
+    def predict(self, data):
+        return RootModel[list[EchoOutput]]([EchoOutput(doubled=2 * row.value) for row in data.root])

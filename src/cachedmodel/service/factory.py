@@ -166,8 +166,8 @@ class CachingDecorators:
                 model = ModelManager().get_model(name)
             except ValueError:
                 model = None
-            if isinstance(model, RedisCachingDecorator):
-                decorator = model
+            if isinstance(model, RedisCachingDecorator) and not model.caches_rows:
+                decorator = model  # (a batch is cached row by row by the route's predict, never one hit)
         if not has_route:
             return None  # unknown names are not remembered (they would grow the dict without bound)
         self._resolved[name] = decorator
