@@ -7,9 +7,12 @@ Environment (the container contract):
   CACHEDMODEL_MAX_BODY_BYTES (1048576 = 1 MiB): larger request bodies are answered 413 Content Too
     Large, unread when Content-Length says so,
   CACHEDMODEL_BODY_TIMEOUT_SECONDS (10): a body not fully received this long after its request's
-    headers is answered 408 Request Timeout, so slow senders cannot hold connections forever.
+    headers is answered 408 Request Timeout, so slow senders cannot hold connections forever,
+  CACHEDMODEL_KEY_TRACE (off): a file to append each served prediction's cache key to, one per line
+    (digests only), for `cachedmodel-advise --keys`; CACHEDMODEL_KEY_TRACE_MAX_BYTES (104857600 =
+    100 MiB) bounds it (tracing stops, with one warning, when full).
 A bad value stops the service at once with exit code 2 and a message naming the variable.
-One worker per process: scale with replicas. Writes nothing to disk.
+One worker per process: scale with replicas. Writes nothing to disk (but the key trace, when asked).
 
 When the models or decorators fail to load (say a `hashing_fields` name the model does not have), the
 process exits with code 3 after the traceback is logged, so Kubernetes reports the error at once as
@@ -24,6 +27,7 @@ import threading
 import time
 from typing import Mapping
 
+from cachedmodel.keytrace import KeyTraceSettingsError, key_trace_settings
 from cachedmodel.service.limits import SettingsError, request_limits
 
 APP = "cachedmodel.service.app:app"
@@ -57,7 +61,8 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     try:
         options = server_options(environ)
         request_limits(environ)  # the app reads them again at import; fail here with one clear line
-    except SettingsError as error:
+        key_trace_settings(environ)
+    except (SettingsError, KeyTraceSettingsError) as error:
         print(f"cachedmodel.service: {error}", file=sys.stderr)
         return 2
     from cachedmodel.service.config import ConfigurationFileError, load_configuration

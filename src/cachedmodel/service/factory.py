@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cachedmodel.decorator import RedisCachingDecorator
+from cachedmodel.keytrace import KeyTraceWriter, key_trace_settings
 from cachedmodel.service.errors import (UnhandledErrors, bounded, error_response, http_exception_handler,
                                         unexpected_exception_handler, validation_exception_handler)
 from cachedmodel.service.fastpath import PREFIX, SUFFIX, PredictionFastPath, model_name_of, output_body
@@ -182,6 +183,27 @@ class CachingDecorators:
             await decorator.aclose()
 
 
+class KeyTraces:
+    """CACHEDMODEL_KEY_TRACE: once the models are loaded, the outermost RedisCachingDecorator of each model
+    gets the one key-trace writer (keys of every cached model go to one file, in request order)."""
+
+    def __init__(self, writer: KeyTraceWriter | None):
+        self._writer = writer
+        self._done = writer is None
+
+    def ensure(self) -> None:
+        if self._done:
+            return
+        for entry in ModelManager().get_models():
+            current = ModelManager().get_model(entry["qualified_name"])
+            while current is not None and not isinstance(current, RedisCachingDecorator):
+                current = current.__dict__.get("_model") if hasattr(current, "__dict__") else None
+            if current is not None:
+                current.set_key_trace(self._writer)
+                logger.info("key trace of %s: %s", entry["qualified_name"], self._writer.path)
+        self._done = True
+
+
 def create_service_app(configuration: ServiceConfiguration, wait_for_model_creation: bool = False,
                        limits: RequestLimits | None = None):
     """The ASGI app: rest-model-service's app plus errors in one shape, body limits, /metrics and the hit
@@ -197,12 +219,15 @@ def create_service_app(configuration: ServiceConfiguration, wait_for_model_creat
     api.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     decorators = CachingDecorators(api)
     prediction_routes = PredictionRoutes(api)
+    settings = key_trace_settings(os.environ)
+    key_traces = KeyTraces(KeyTraceWriter(settings.path, settings.max_bytes) if settings.path else None)
 
     def unavailable() -> str | None:
         """Every prediction request asks this first (the fast path): ours replace the stock routes then."""
         reason = unavailable_reason()
         if reason is None:
             prediction_routes.ensure()
+            key_traces.ensure()
         return reason
 
     def model_names() -> list[str]:
