@@ -51,6 +51,12 @@ def advice(trace: Trace, cells: list[Cell], value_bytes: int, target: float | No
     }
 
 
+def _rate(result: dict) -> str:
+    seconds = sum(cell["seconds"] for cell in result["cells"])
+    requests = sum(cell["requests"] for cell in result["cells"])
+    return f"{requests / seconds:,.0f}" if seconds else "?"
+
+
 def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
@@ -87,10 +93,12 @@ def markdown(result: dict) -> str:
                      f"{_ratio(cell['exact_lfu_hit_ratio'])} | {cell['evicted_keys']:,} | {cell['refused_writes']:,} | "
                      f"{cell['keys']:,} | {human_size(cell['used_memory'])} | {cell['seconds']:.1f} |")
     lines += ["", "## Reading it honestly", "",
-              "- Redis's LRU clock ticks once a second; the replay runs far faster than production, so allkeys-lru "
-              "and volatile-lru read low here (near allkeys-random) when a cache holds fewer entries than the "
-              "replay makes requests per second. Production sits between the Redis and the exact-LRU columns; "
-              "`--rate` replays at a production rate for the true figure. LFU and random are not affected.",
+              f"- Redis's LRU clock ticks once a second and this replay ran at about {_rate(result)} requests/s, far "
+              "faster than most production traffic: keys requested within one second look equally old, so "
+              "allkeys-lru and volatile-lru read low here (near allkeys-random) when a cache holds fewer entries "
+              "than the replay makes requests per second. Production usually sits between the Redis and the "
+              "exact-LRU columns; `--rate` replays at production's rate to measure it. LFU is much less affected "
+              "(its counters do not depend on the clock within a minute).",
               "- TTLs run in the replay's wall-clock time: a compressed replay expires less than production does.",
               "- refused writes are SETs Redis answered with OOM (noeviction, or volatile-* with nothing "
               "evictable): the decorator serves those requests from the model and counts a Redis error.",
@@ -106,10 +114,12 @@ def chart(result: dict, path: Path) -> None:
     figure, axes = pyplot.subplots(figsize=(8, 5))
     series: dict[tuple[str, int], list[tuple[int, float]]] = {}
     exact: dict[int, float] = {}
+    exact_lfu: dict[int, float] = {}
     for cell in result["cells"]:
         series.setdefault((cell["policy"], cell["maxmemory_samples"]), []).append((cell["maxmemory"], cell["hit_ratio"]))
         if cell["exact_lru_hit_ratio"] is not None:
             exact.setdefault(cell["maxmemory"], cell["exact_lru_hit_ratio"])
+            exact_lfu.setdefault(cell["maxmemory"], cell["exact_lfu_hit_ratio"])
     samples = {s for _, s in series}
     for (policy, sample), points in sorted(series.items()):
         points.sort()
@@ -118,6 +128,7 @@ def chart(result: dict, path: Path) -> None:
     if exact:
         sizes = sorted(exact)
         axes.plot(sizes, [exact[s] for s in sizes], linestyle=":", color="grey", label="exact LRU (simulated)")
+        axes.plot(sizes, [exact_lfu[s] for s in sizes], linestyle="-.", color="grey", label="exact LFU (simulated)")
     axes.axhline(result["compulsory_miss_bound"], color="black", linestyle="--", label="compulsory-miss bound")
     axes.set_xscale("log", base=2)
     sizes = sorted({cell["maxmemory"] for cell in result["cells"]})
