@@ -121,3 +121,30 @@ def test_the_model_service_key_trace_holds_the_decorators_keys_in_request_order(
     assert stat.S_IMODE(os.stat(trace_file).st_mode) == 0o600
     trace = traces.read_keys(trace_file)  # what `cachedmodel-advise --keys` reads: the keys as they are
     assert trace.keys[0] == expected[0].encode() and trace.requests == len(bodies)
+
+
+def test_the_cli_keys_request_bodies_with_the_config_and_measures_the_value(tmp_path, _model_artifact):
+    from insurance_charges_model.workload import workload
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_text("".join(json.dumps(body) + "\n" for body in workload(3000, repeat_share=0.6, seed=5)))
+    out = tmp_path / "advice"
+    result = subprocess.run([sys.executable, "-m", "cachedmodel.advise.cli", "--requests", str(bodies), "--config",
+                             str(EXAMPLE_CONFIG), "--sample", "5", "--sizes", "1100kb,4mb", "--policies",
+                             "allkeys-lfu", "--out", str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    advice = json.loads((out / "advice.json").read_text())
+    assert advice["value_bytes_measured"] and 5 <= advice["value_bytes"] <= 64  # one float, MessagePack
+    assert advice["model_latency_seconds"] > 0 and "Model time saved" in (out / "advice.md").read_text()
+    assert advice["trace"]["requests"] == 3000
+    assert advice["cells"][-1]["hit_ratio"] == advice["compulsory_miss_bound"]  # 4mb holds every key
+
+
+def test_the_cli_names_the_bad_line_of_a_request_file(tmp_path, _model_artifact):
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_text('{"age": 30}\n')
+    result = subprocess.run([sys.executable, "-m", "cachedmodel.advise.cli", "--requests", str(bodies), "--config",
+                             str(EXAMPLE_CONFIG), "--out", str(tmp_path / "advice")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{bodies}:1: not a valid input" in result.stderr and "Traceback" not in result.stderr

@@ -259,3 +259,9 @@ def test_bad_request_files_name_the_line(decorator, tmp_path, line, message):
     with pytest.raises(traces.TraceError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]")):
         read_requests(path, decorator)
+
+
+def test_a_missing_advise_extra_is_named_with_the_install_command(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert cli.main(["--zipf", "1", "--distinct", "10", "--requests", "10", "--out", str(tmp_path)]) == 3
+    assert "pip install 'cachedmodel[advise]'" in capsys.readouterr().err
