@@ -111,4 +111,4 @@ def zipf(s: float, distinct: int, requests: int, seed: int = 0) -> Trace:
         if key is None:
             key = names[rank] = shaped_key(b"%d" % rank)
         builder.add(key)
-    return builder.build(f"zipf s={s:g}, {distinct:,} keys, {requests:,} requests, seed {seed}")
+    return builder.build(f"zipf s={s:g} over {distinct:,} keys, seed {seed}")
