@@ -33,9 +33,21 @@ HELM_VERSION = "v3.19.5"
 # and SIG Network's kube-network-policies to enforce NetworkPolicy on the plain bridge CNI.
 COREDNS_VERSION = "v1.14.7"
 NETPOL_VERSION = "v0.8.0"
+# Monitoring (chart's PrometheusRule, ServiceMonitor, PodMonitor): promtool, Prometheus's own rule tester
+# (module v0.3XX.Y = Prometheus 3.XX.Y), and the Prometheus Operator's CRDs, as its Go module ships them.
+PROMETHEUS_VERSION = "v0.315.1"
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+PROMETHEUS_OPERATOR_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 
 # Bumped when the build recipe changes, so stale cached builds are redone.
 RECIPE = "3"
+
+
+def prometheus_release(module_version: str) -> str:
+    """Prometheus's own version of a github.com/prometheus/prometheus module version (v0.315.1 -> 3.15.1)."""
+    major_minor = int(module_version.removeprefix("v").split(".")[1])
+    patch = module_version.removeprefix("v").split(".")[2]
+    return f"{major_minor // 100}.{major_minor % 100}.{patch}"
 
 
 def tools_cache() -> Path:
@@ -49,6 +61,16 @@ def toolset_bin_dir(cache: Path | None = None) -> Path:
     key = (f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_helm-{HELM_VERSION}"
            f"_coredns-{COREDNS_VERSION}_netpol-{NETPOL_VERSION}")
     return cache / "toolsets" / key / "bin"
+
+
+def promtool_path(cache: Path | None = None) -> Path:
+    """promtool of PROMETHEUS_VERSION (built by `make tools`; not part of the toolset links above)."""
+    return (cache or tools_cache()) / f"promtool-{PROMETHEUS_VERSION}" / "bin" / "promtool"
+
+
+def prometheus_operator_crds_dir(cache: Path | None = None) -> Path:
+    """The Prometheus Operator CRDs of PROMETHEUS_OPERATOR_VERSION (copied from its module by `make tools`)."""
+    return (cache or tools_cache()) / f"prometheus-operator-crds-{PROMETHEUS_OPERATOR_VERSION}"
 
 
 @dataclass
@@ -140,6 +162,11 @@ TOOLS = [  # etcd first (small: a control plane can start early), Kubernetes nex
     Tool("netpol", NETPOL_VERSION, "sigs.k8s.io/kube-network-policies",
          ["sigs.k8s.io/kube-network-policies/cmd"], ["netpol"]),
 ]
+# Built like the others but kept out of the toolset links (its key stays what the fixtures know).
+MONITORING_TOOLS = [
+    Tool("promtool", PROMETHEUS_VERSION, "github.com/prometheus/prometheus",
+         ["github.com/prometheus/prometheus/cmd/promtool"], ["promtool"]),
+]
 
 
 def resolve(tool: Tool, workdir: Path) -> None:
@@ -155,6 +182,10 @@ def resolve(tool: Tool, workdir: Path) -> None:
         tool.replaces = staging_replaces(Path(info["GoMod"]).read_text(), tool.version)
     elif tool.name == "coredns":
         tool.ldflags = [f"-X github.com/coredns/coredns/coremain.GitCommit={commit[:7]}"] if commit else []
+    elif tool.name == "promtool":
+        pkg = "github.com/prometheus/common/version"
+        tool.ldflags = [f"-X {pkg}.Version={prometheus_release(tool.version)}", f"-X {pkg}.Revision={commit}",
+                        f"-X {pkg}.Branch=HEAD", f"-X {pkg}.BuildUser=cachedmodel-make-tools"]
     elif tool.name == "kwok":
         tool.ldflags = [f"-X sigs.k8s.io/kwok/pkg/consts.Version={tool.version}",
                         f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={K8S_VERSION}"]
@@ -259,6 +290,30 @@ def link_toolset(cache: Path, tools: list[Tool]) -> Path:
     return bin_dir
 
 
+def fetch_prometheus_operator_crds(cache: Path) -> Path:
+    """Copy the Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs out of its Go module
+    (example/prometheus-operator-crd/ in the module zip) into a directory keyed by its version."""
+    target = prometheus_operator_crds_dir(cache)
+    names = [f"monitoring.coreos.com_{plural}.yaml" for plural in PROMETHEUS_OPERATOR_CRDS]
+    stamp = target / ".built"
+    if stamp.is_file() and stamp.read_text().strip() == RECIPE and all((target / n).is_file() for n in names):
+        log(f"prometheus-operator-crds-{PROMETHEUS_OPERATOR_VERSION}: cached ({target})")
+        return target
+    info = module_info("github.com/prometheus-operator/prometheus-operator", PROMETHEUS_OPERATOR_VERSION,
+                       cache / "build")
+    source = Path(info["Dir"]) / "example" / "prometheus-operator-crd"
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(source / name, partial / name)
+    (partial / ".built").write_text(RECIPE + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    log(f"prometheus-operator-crds-{PROMETHEUS_OPERATOR_VERSION}: copied {len(names)} CRDs to {target}")
+    return target
+
+
 def try_lock(lock_file) -> bool:
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -276,7 +331,7 @@ def main() -> int:
     if not try_lock(lock):
         log(f"another `make tools` is using {cache}; waiting for it")
         fcntl.flock(lock, fcntl.LOCK_EX)
-    for tool in TOOLS:
+    for tool in TOOLS + MONITORING_TOOLS:
         if is_cached(cache, tool):
             log(f"{tool.key}: cached ({cache / tool.key / 'bin'})")
         else:
@@ -285,6 +340,7 @@ def main() -> int:
             build(cache, tool)
             log(f"{tool.key}: built in {time.monotonic() - tool_started:.0f}s")
     bin_dir = link_toolset(cache, TOOLS)
+    fetch_prometheus_operator_crds(cache)
     log(f"all tools ready in {bin_dir} ({time.monotonic() - started:.0f}s)")
     return 0
 

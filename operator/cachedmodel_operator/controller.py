@@ -13,6 +13,10 @@ the operator only needs to watch and converge. Each worker:
 Workers are supervised: no exception ends one (an API server that is away for a moment raises urllib3
 errors, not ApiException), and a task that dies anyway is replaced, so no CachedModel is orphaned.
 Every child kind is watched with a server-side label selector: the API server streams only our objects.
+
+Beside each worker runs its scrape loop (scraper.py): every CACHEDMODEL_SCRAPE_SECONDS it reads the ready
+model pods' /metrics and writes status.cache only (a merge patch of that one key), so a refused or slow
+scrape never touches a reconcile, and a reconcile never waits for a scrape.
 """
 from __future__ import annotations
 
@@ -23,16 +27,20 @@ import logging
 import os
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from cachedmodel_operator import schema
+from cachedmodel_operator.builders import model as model_builder
+from cachedmodel_operator.cache_metrics import Snapshot, cache_status, merge_patch, scrape_targets
 from cachedmodel_operator.drift import drifted
 from cachedmodel_operator.kube import Kube, load_api_client
 from cachedmodel_operator.reconcile import Memory, reconcile, report_error
-from cachedmodel_operator.resource import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
+from cachedmodel_operator.resource import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, CachedModel
+from cachedmodel_operator.scraper import Scraper
 
 log = logging.getLogger("cachedmodel_operator")
 
@@ -48,6 +56,7 @@ STATUS_KINDS = ("Deployment", "StatefulSet")
 # (group, plural) of everything watched besides CachedModels: the API server filters these by our label
 WATCHED_CHILDREN = frozenset((group, plural) for group, _, plural in CHILD_RESOURCES) | {("", "pods")}
 CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+CACHE_REWRITE_SECONDS = 120.0  # status.cache unchanged but for sampledAt: rewritten at most this often
 
 
 @dataclass
@@ -63,6 +72,10 @@ class Worker:
     failures: int = 0
     last_error: str | None = None
     task: asyncio.Task | None = None
+    scrape_task: asyncio.Task | None = None
+    history: list[Snapshot] = field(default_factory=list)  # the recent hit ratio's baselines
+    cache: dict | None = None  # the status.cache we last wrote (or found)
+    cache_written_at: float = 0.0
 
     def request(self, full: bool) -> None:
         self.full = self.full or full
@@ -70,10 +83,11 @@ class Worker:
 
 
 class Controller:
-    def __init__(self) -> None:
+    def __init__(self, scraper: Scraper | None = None) -> None:
         self.workers: dict[tuple[str, str], Worker] = {}
         self.kube: Kube | None = None
         self._kube_lock = threading.Lock()
+        self.scraper = scraper
 
     def kube_client(self) -> Kube:
         with self._kube_lock:  # called from worker threads
@@ -87,14 +101,17 @@ class Controller:
         key = (meta.get("namespace"), meta.get("name"))
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             worker = self.workers.pop(key, None)
-            if worker and worker.task:
-                worker.task.cancel()
+            for task in (worker.task, worker.scrape_task) if worker else ():
+                if task:
+                    task.cancel()
             return
         worker = self.workers.get(key)
         if worker is None:
             worker = self.workers[key] = Worker(body=obj)
             worker.generation = meta.get("generation")
+            worker.cache = (obj.get("status") or {}).get("cache")
             self.start(key, worker)
+            self.start_scraping(key, worker)
             worker.wake.set()
             return
         worker.body = obj
@@ -150,6 +167,61 @@ class Controller:
         log.error("CachedModel %s/%s worker ended (%s): starting a new one", *key,
                   _describe(error) if error else "returned", exc_info=error)
         self.start(key, worker)
+
+    # ---- status.cache from the model pods' /metrics
+    def start_scraping(self, key: tuple[str, str], worker: Worker) -> None:
+        if self.scraper is None:
+            self.scraper = Scraper.from_env()
+        if self.scraper.enabled:
+            worker.scrape_task = asyncio.get_running_loop().create_task(self.scrape_loop(key, worker),
+                                                                        name=f"cachedmodel scrape {key}")
+
+    async def scrape_loop(self, key: tuple[str, str], worker: Worker) -> None:
+        """One round right after the pods could be up, then every interval (jittered so that many
+        CachedModels do not scrape in step); nothing ends the loop but cancellation."""
+        delay = min(5.0, self.scraper.interval) * random.uniform(0.5, 1.0)
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.scraper.interval * random.uniform(0.9, 1.1)
+            try:
+                await self.scrape_once(key, worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the API away, a bug: logged, retried next round, never fatal
+                log.warning("CachedModel %s/%s: could not update status.cache: %s", *key, _describe(error))
+
+    async def scrape_once(self, key: tuple[str, str], worker: Worker) -> dict | None:
+        """Read the ready model pods' /metrics and write status.cache (only that key). Returns what was written."""
+        cm = CachedModel.from_body(worker.body)
+        kube = self.kube_client()
+        if cm.redis_mode == "disabled":  # no decorator, no cache series
+            if worker.cache is not None:
+                await asyncio.to_thread(kube.patch_status, cm.namespace, cm.name, {"cache": None})
+                worker.cache, worker.history = None, []
+            return None
+        pods = await asyncio.to_thread(kube.list_pods, cm.namespace,
+                                       cm.selector_labels(model_builder.COMPONENT, model_builder.APP))
+        targets, ready = scrape_targets(pods, cm.model["port"])
+        samples, errors = await self.scraper.scrape(cm.namespace, targets, cm.model["port"])
+        if errors and len(errors) == len(targets):
+            log.info("CachedModel %s/%s: no model pod answered /metrics: %s", *key, errors[0][1])
+        status, history = cache_status(samples, errors, ready, time.time(), worker.history, worker.cache)
+        worker.history = history
+        if not self._cache_due(worker, status):
+            return worker.cache
+        await asyncio.to_thread(kube.patch_status, cm.namespace, cm.name, {"cache": merge_patch(worker.cache, status)})
+        worker.cache, worker.cache_written_at = status, time.monotonic()
+        return status
+
+    @staticmethod
+    def _cache_due(worker: Worker, status: dict) -> bool:
+        """Write when a figure changed, else only every CACHE_REWRITE_SECONDS (sampledAt alone moves)."""
+        def figures(cache: dict | None) -> dict:
+            return {k: v for k, v in (cache or {}).items() if k not in ("sampledAt", "recent")}
+        def recent(cache: dict | None) -> dict:
+            return {k: v for k, v in ((cache or {}).get("recent") or {}).items() if k != "windowSeconds"}
+        changed = figures(worker.cache) != figures(status) or recent(worker.cache) != recent(status)
+        return changed or time.monotonic() - worker.cache_written_at >= CACHE_REWRITE_SECONDS
 
     # ---- the loop
     async def run(self, key: tuple[str, str], worker: Worker) -> None:
@@ -238,6 +310,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller = CONTROLLE
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
         select_children(settings)
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_scraper(**_):
+        if controller.scraper is not None:
+            await controller.scraper.close()
 
     @kopf.on.event(schema.GROUP, schema.VERSION, schema.PLURAL, registry=registry)
     async def cachedmodel_event(event, **_):

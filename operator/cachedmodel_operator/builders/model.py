@@ -8,6 +8,14 @@ from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
 APP = "model-service"
 COMPONENT = "model"
 RUN_AS = 10001
+METRICS_PATH = "/metrics"
+
+
+def scrape_annotations(cm: CachedModel) -> dict[str, str]:
+    """The prometheus.io/* convention (Prometheus' kubernetes_sd examples, many Helm charts): where the
+    model service's /metrics is; on the pod template and on the Service."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(cm.model["port"]),
+            "prometheus.io/path": METRICS_PATH}
 
 
 def model_env(cm: CachedModel) -> list[dict]:
@@ -38,7 +46,7 @@ def _probe(path: str, period: int, failures: int) -> dict:
 def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None = None) -> dict:
     """Deployment of the model service; the config checksum (and Redis Secret uid) roll the pods on change."""
     selector = cm.selector_labels(COMPONENT, APP)
-    annotations = {CONFIG_CHECKSUM: config_checksum}
+    annotations = {**scrape_annotations(cm), CONFIG_CHECKSUM: config_checksum}
     if auth_uid:
         annotations[AUTH_UID] = auth_uid
     container = {
@@ -82,11 +90,14 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
 
 
 def model_service(cm: CachedModel) -> dict:
-    """ClusterIP Service in front of the model pods: http://<name>.<namespace>.svc:<port>."""
+    """ClusterIP Service in front of the model pods: http://<name>.<namespace>.svc:<port> (its port `http`
+    also serves /metrics: the chart's ServiceMonitor selects these Services by their labels)."""
+    metadata = cm.metadata(cm.model_name, COMPONENT, APP)
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), **scrape_annotations(cm)}
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": cm.metadata(cm.model_name, COMPONENT, APP),
+        "metadata": metadata,
         "spec": {
             "type": "ClusterIP",
             "selector": cm.selector_labels(COMPONENT, APP),

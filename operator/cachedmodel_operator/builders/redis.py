@@ -431,7 +431,19 @@ def _service(cm: CachedModel, name: str, headless: bool) -> dict:
         spec.update(clusterIP="None", publishNotReadyAddresses=True)
     else:
         spec["type"] = "ClusterIP"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": cm.metadata(name, COMPONENT, APP), "spec": spec}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _unscraped(cm.metadata(name, COMPONENT, APP)),
+            "spec": spec}
+
+
+# Redis runs no exporter: its figures (memory, maxmemory, keys, evictions) are the model pods'
+# cachedmodel_redis_* series. prometheus.io/scrape "false" tells annotation-based discovery (which
+# scrapes every Service saying "true") to leave the Redis ports alone.
+NOT_SCRAPED = {"prometheus.io/scrape": "false"}
+
+
+def _unscraped(metadata: dict) -> dict:
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), **NOT_SCRAPED}
+    return metadata
 
 
 def redis_headless_service(cm: CachedModel) -> dict:
@@ -454,7 +466,7 @@ def sentinel_service(cm: CachedModel) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": cm.metadata(cm.redis_sentinel_name, SENTINEL_COMPONENT, APP),
+        "metadata": _unscraped(cm.metadata(cm.redis_sentinel_name, SENTINEL_COMPONENT, APP)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,

@@ -29,8 +29,12 @@ def operator_command() -> list[str]:
 
 class OperatorProcess:
     def __init__(self, kubeconfig: str, namespaces: list[str] | None = None, resync_seconds: float = 5,
-                 extra_env: dict[str, str] | None = None, log_dir: Path | None = None):
+                 extra_env: dict[str, str] | None = None, log_dir: Path | None = None, scrape: bool = False):
         self.kubeconfig = kubeconfig
+        # status.cache scraping is off unless asked for: the operator runs on the host here, and kwok pods'
+        # addresses are nobody's (test traffic goes to 127.0.0.0/8 and the test's own bridge only); a test
+        # that wants it passes scrape=True with CACHEDMODEL_METRICS_URL pointing at its own page
+        self.scrape = scrape
         self.namespaces = namespaces or []
         self.resync_seconds = resync_seconds
         self.extra_env = extra_env or {}
@@ -47,6 +51,8 @@ class OperatorProcess:
         args += [arg for ns in self.namespaces for arg in ("--namespace", ns)] or ["--all-namespaces"]
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "WATCH_NAMESPACES": "",
                "CACHEDMODEL_RESYNC_SECONDS": str(self.resync_seconds), "PYTHONUNBUFFERED": "1", **self.extra_env}
+        if not self.scrape:
+            env["CACHEDMODEL_SCRAPE_SECONDS"] = "0"
         self.starts += 1
         log = open(self.log_path, "a")
         log.write(f"==== start #{self.starts} {time.strftime('%H:%M:%S')} ====\n")

@@ -128,7 +128,10 @@ def test_model_deployment_contract():
     spec = dep["spec"]
     assert dep["metadata"]["name"] == "insurance-charges" and spec["replicas"] == 2
     template = spec["template"]
-    assert template["metadata"]["annotations"] == {CONFIG_CHECKSUM: "c0ffee", AUTH_UID: "secret-uid"}
+    assert template["metadata"]["annotations"] == {
+        CONFIG_CHECKSUM: "c0ffee", AUTH_UID: "secret-uid",
+        # the prometheus.io convention: where the model service's /metrics is
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8000", "prometheus.io/path": "/metrics"}
     for key, value in spec["selector"]["matchLabels"].items():
         assert template["metadata"]["labels"][key] == value
     pod = template["spec"]
