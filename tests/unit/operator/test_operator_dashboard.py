@@ -79,3 +79,15 @@ def test_the_panels_cover_the_issue_and_fit_the_grid():
                 assert (x, y) not in cells, f"{panel['title']} overlaps another panel"
                 cells.add((x, y))
     assert board["uid"] and all(p["datasource"]["uid"] == "${datasource}" for p in board["panels"])
+
+
+def test_the_panel_picture_renders_from_the_json(tmp_path):
+    """scripts/render_dashboard.py (docs/dashboard.png's documented command) draws every panel's title."""
+    pytest.importorskip("matplotlib")
+    from scripts import render_dashboard
+
+    board = dashboard()
+    out = render_dashboard.render(board, tmp_path / "board.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+    assert (DASHBOARD.parents[3] / "docs" / "dashboard.png").is_file(), "the committed picture is missing"
