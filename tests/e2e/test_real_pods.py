@@ -6,7 +6,10 @@ steps, which run in file order:
 
 1. predictions through the model Service's ClusterIP from the host: a miss, then a Redis hit (header
    and the pod's /metrics), same body;
-2. Redis refuses a client without the password and accepts the one from `<name>-redis-auth`;
+2. a second, fresh CachedModel gets 30 predictions (10 inputs, 3 times each): its status.cache, which
+   the operator pod read from the model pod's /metrics, says 30 requests, 20 hits, hit ratio 0.6667,
+   and `kubectl get cmodel` shows that ratio and the Redis memory;
+2b. Redis refuses a client without the password and accepts the one from `<name>-redis-auth`;
 3. the model pod runs as uid 10001 on a read-only root filesystem;
 4. spec.redis.maxmemory / maxmemoryPolicy reach the live Redis (CONFIG GET) after the roll;
 5. a deleted Redis pod costs no failed prediction, and hits come back (seconds measured);
@@ -167,6 +170,51 @@ def test_second_identical_prediction_through_the_cluster_ip_is_a_redis_hit(stack
         hits_after = redis_hits(http.get("/metrics").text)
         assert hits_after == hits_before + 1, f"redis hits {hits_before} -> {hits_after}"
     assert len(stack.ready_pods("model")) == 1, "one model pod answered both (and /metrics)"
+
+
+def test_status_cache_counts_exactly_the_predictions_sent(stack: Stack, capsys):
+    """A CachedModel of its own (nothing else talks to its pod): 10 inputs sent 3 times each, one after the
+    other, make 10 misses and 20 hits; status.cache (the operator pod reading the model pod's /metrics)
+    must say exactly that, and the printer columns must show it."""
+    body = example_cachedmodel(stack.cluster)
+    body["metadata"]["name"] = name = "insurance-ratio"
+    stack.kubectl("apply", "-n", stack.models, "-f", "-", input=json.dumps(body))
+    try:
+        stack.wait(lambda: stack.ready(name), READY_TIMEOUT, f"CachedModel {name} Ready")
+        service_ip = get_json(stack.cluster, "service", name, "-n", stack.models)["spec"]["clusterIP"]
+        seen: dict[str, int] = {}
+        started = time.monotonic()
+        with httpx.Client(base_url=f"http://{bridge_target(stack.cluster, service_ip)}:8000", timeout=10,
+                          trust_env=False) as http:
+            wait_for(lambda: _serving(http), 60, f"model Service {service_ip}:8000 answering from the host")
+            for _ in range(3):
+                for age in range(20, 30):
+                    response = http.post(PREDICT_PATH, json={**PREDICTION, "age": age})
+                    assert response.status_code == 200, response.text
+                    seen[response.headers.get("x-cache")] = seen.get(response.headers.get("x-cache"), 0) + 1
+        assert seen == {"miss": 10, "hit": 20}, seen
+
+        def cache() -> dict:
+            return ((stack.cachedmodel(name) or {}).get("status") or {}).get("cache") or {}
+
+        stack.wait(lambda: cache().get("requests") == 30 and cache().get("keys") == 10, 150,
+                   "status.cache with the 30 predictions and the 10 keys")
+        figures = cache()
+        with capsys.disabled():
+            print(f"\n[real pods] status.cache after {time.monotonic() - started:.1f} s: {figures}")
+        assert figures["hits"] == 20 and figures["misses"] == 10 and figures["bypasses"] == 0
+        assert figures["hitRatio"] == round(20 / 30, 4) == 0.6667
+        assert figures["scrapedPods"] == "1/1" and figures["stale"] is False and "scrapeErrors" not in figures
+        assert figures["maxMemoryBytes"] == 64 * 2**20 and 0 < figures["usedMemoryBytes"] < figures["maxMemoryBytes"]
+        assert figures["memory"].endswith("/64Mi") and figures["evictedKeys"] == 0
+        table = stack.kubectl("get", "cmodel", name, "-n", stack.models).stdout.splitlines()
+        assert "RATIO" in table[0].split() and "MEMORY" in table[0].split(), table
+        assert "0.6667" in table[1] and figures["memory"] in table[1], table
+    finally:
+        stack.kubectl("delete", "cachedmodel", name, "-n", stack.models, "--ignore-not-found", "--timeout=120s",
+                      timeout=150)
+    stack.wait(lambda: not [c for c in managed_children(stack.cluster, stack.models) if name in c],
+               120, f"children of {name} gone")
 
 
 def test_redis_refuses_clients_without_the_secret_password(stack: Stack):
