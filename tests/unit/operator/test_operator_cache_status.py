@@ -366,3 +366,29 @@ def test_the_scrape_loop_survives_errors_and_keeps_going(monkeypatch):
 
     asyncio.run(go())
     assert len(calls) >= 3
+
+
+class Idle(Controller):
+    """No reconciles (the worker loop just waits): only the scrape loop's lifecycle is under test."""
+
+    async def run(self, key, worker):
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("interval", [3600, 0])
+def test_each_worker_gets_a_scrape_loop_unless_off_and_deletion_ends_it(interval):
+    ctl = Idle(Scraper(interval=interval))
+    found = {"cache": {"hitRatio": 0.5}, "conditions": []}
+
+    async def scenario():
+        ctl.on_cachedmodel("ADDED", {**body(), "status": found})
+        worker = ctl.workers[("ml", "insurance-charges")]
+        assert worker.cache == found["cache"], "a restarted operator continues from the status it finds"
+        scrape = worker.scrape_task
+        assert (scrape is not None and not scrape.done()) if interval else scrape is None
+        ctl.on_cachedmodel("DELETED", body())
+        await asyncio.sleep(0.01)
+        return worker, scrape
+
+    worker, scrape = asyncio.run(scenario())
+    assert worker.task.cancelled() and (scrape is None or scrape.cancelled()) and not ctl.workers
