@@ -44,6 +44,8 @@ from cachedmodel.options import CacheOptions, ConfigurationError, scrub, secrets
 from cachedmodel.redis_info import combine, parse_info
 
 _INFO = ("INFO", "memory", "stats", "keyspace")
+# delete a lease only while it is still ours (it may have expired and been taken by another process)
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
 # kinds after which the server is unreachable or unusable for us: these open the circuit breaker
 BREAKER_KINDS = frozenset({"connection", "timeout", "auth", "other"})
@@ -289,6 +291,16 @@ class RedisBackend:
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         self._execute(*set_command(key, value, ttl_seconds))
 
+    def acquire(self, key, token: bytes, milliseconds: int) -> bool:
+        """SET key token NX PX ms: True when the lease was free and is now ours."""
+        return self._execute("SET", key, token, "NX", "PX", milliseconds) is not None
+
+    def release(self, key, token: bytes) -> None:
+        self._execute("EVAL", _RELEASE, 1, key, token)
+
+    def exists(self, key) -> bool:
+        return bool(self._execute("EXISTS", key))
+
     def mget(self, keys: list) -> list:
         """Values of several keys in one round trip (None for missing ones)."""
         return self._execute("MGET", *keys) if keys else []
@@ -488,6 +500,15 @@ class ClusterBackend:
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         self._execute(*set_command(key, value, ttl_seconds))
+
+    def acquire(self, key, token: bytes, milliseconds: int) -> bool:
+        return self._execute("SET", key, token, "NX", "PX", milliseconds) is not None
+
+    def release(self, key, token: bytes) -> None:
+        self._execute("EVAL", _RELEASE, 1, key, token)
+
+    def exists(self, key) -> bool:
+        return bool(self._execute("EXISTS", key))
 
     def mget(self, keys: list) -> list:
         """One pipeline per hash slot (redis-py's mget_nonatomic), values in the keys' order."""

@@ -13,10 +13,13 @@ ml_base decorators forward attribute writes to the wrapped model, so state lives
 """
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import decimal
 import logging
 import math
+import os
+import threading
 import time
 import typing
 from contextvars import ContextVar
@@ -30,6 +33,7 @@ from cachedmodel.backend import CacheBackendError, make_backend
 from cachedmodel.batch import RowModel, row_types
 from cachedmodel.circuit import CLOSED, CircuitBreaker
 from cachedmodel.codecs import VALUE_FORMAT, DecodeError, ValueCodec
+from cachedmodel.freshness import should_refresh, unwrap, wrap
 from cachedmodel.keys import KeyBuilder, namespace_bytes
 from cachedmodel.local_cache import LocalCache
 from cachedmodel.metrics import BurstLogger, ModelMetrics
@@ -39,6 +43,7 @@ from cachedmodel.singleflight import SingleFlight
 
 logger = logging.getLogger("cachedmodel")
 _perf_counter = time.perf_counter
+_LEASE_SUFFIX = b"~lease"  # the shared single-flight lease of a key lives beside it
 
 
 def _allows_float(annotation: Any) -> bool:
@@ -132,6 +137,12 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_keys"] = None
         state["_key_trace"] = None  # callable(key) per request, in request order (cachedmodel-advise traces)
         state["_rows"] = None  # the row view of a batch model (per-row caching), see cachedmodel.batch
+        state["_stale"] = bool(options.stale_seconds)  # stale-while-revalidate entries (cachedmodel.freshness)
+        state["_store_ttl"] = (options.ttl_seconds + options.stale_seconds) if options.stale_seconds \
+            else options.ttl_seconds
+        state["_refreshing"] = set()  # keys a background refresh runs for, in this process
+        state["_refresh_lock"] = threading.Lock()
+        state["_refresher"] = None  # a small thread pool, made at the first refresh
         if model is not None:
             self.set_model(model)
 
@@ -169,7 +180,7 @@ class RedisCachingDecorator(MLModelDecorator):
             reduced_precision_fields=options.reduced_precision_fields or (),
             number_of_places=options.number_of_places, serder=options.serder,
             use_compression=options.use_compression, value_format=VALUE_FORMAT,
-            output_fields=tuple(output_type.model_fields))
+            output_fields=tuple(output_type.model_fields), stale_header=bool(options.stale_seconds))
         super().set_model(model)
         state = self.__dict__
         state["_input_type"] = input_type
@@ -185,6 +196,7 @@ class RedisCachingDecorator(MLModelDecorator):
         # hashing fields were chosen explicitly: then exactly those fields form the key)
         keyed_extras = input_type.model_config.get("extra") == "allow" and not options.hashing_fields
         state["_keys"] = KeyBuilder(namespace, options.prefix, hashing_fields, extras=keyed_extras)
+        state["_predict_one"] = self._model_predict  # what a background refresh calls
         if options.redis_info_interval_seconds:
             SAMPLER.register(name, self, self._backend.info, options.redis_info_interval_seconds)
         return self
@@ -195,8 +207,11 @@ class RedisCachingDecorator(MLModelDecorator):
         view = object.__new__(RedisCachingDecorator)
         shared = ("_configuration", "options", "_backend", "_breaker", "_local", "_flight", "_codec")
         view.__dict__.update({name: self.__dict__[name] for name in shared})
-        view.__dict__.update(_model=None, _keys=None, _key_trace=None, _rows=None)
+        shared += ("_stale", "_store_ttl", "_refreshing", "_refresh_lock")
+        view.__dict__.update({name: self.__dict__[name] for name in shared})
+        view.__dict__.update(_model=None, _keys=None, _key_trace=None, _rows=None, _refresher=None)
         view.set_model(RowModel(model.qualified_name, model.version, row_input, row_output))
+        view.__dict__["_predict_one"] = lambda row: self._rows_model_answers([row])[0]  # refreshes of one row
         super().set_model(model)
         state = self.__dict__
         state.update(_rows=view, _keys=view._keys, _metrics=view._metrics, _events=view._events,
@@ -237,7 +252,7 @@ class RedisCachingDecorator(MLModelDecorator):
         prior = _PRIOR_LOOKUP.get()
         if prior is not None and prior[0] is self:
             _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
-        output = prior[2] if prior is not None and prior[0] is self and prior[1] == key else self._lookup(key)
+        output = prior[2] if prior is not None and prior[0] is self and prior[1] == key else self._lookup(key, data)
         store = True
         if output is None:
             metrics.misses.inc()
@@ -288,7 +303,7 @@ class RedisCachingDecorator(MLModelDecorator):
                 if self._breaker.allow():
                     started = _perf_counter()
                     try:
-                        output = self._from_redis(key, await self._backend.aget(key))
+                        output = self._from_redis(key, await self._backend.aget(key), data)
                     except CacheBackendError as error:
                         outcome = self._backend_failed(error)
                     finally:
@@ -327,6 +342,10 @@ class RedisCachingDecorator(MLModelDecorator):
         metrics = self.__dict__.get("_metrics")
         if metrics is not None:
             SAMPLER.unregister(metrics.model, self._backend.info)
+        for owner in (self, self.__dict__.get("_rows")):
+            refresher = owner.__dict__.get("_refresher") if owner is not None else None
+            if refresher is not None:
+                refresher.shutdown(wait=False, cancel_futures=True)
         self._backend.close()
 
     async def aclose(self) -> None:
@@ -406,7 +425,7 @@ class RedisCachingDecorator(MLModelDecorator):
         self._metrics.local_hits.inc()
         return output
 
-    def _lookup(self, key: str) -> Any:
+    def _lookup(self, key: str, data: BaseModel | None = None) -> Any:
         """Local tier, then Redis (unless the circuit is open): the output, None (a miss), or a _NoAnswer
         (the model answers; a bypass with its reason, and whether to store)."""
         if self._local is not None:
@@ -424,30 +443,147 @@ class RedisCachingDecorator(MLModelDecorator):
             metrics.lookup_seconds.observe(_perf_counter() - started)
             return self._backend_failed(error)
         metrics.lookup_seconds.observe(_perf_counter() - started)
-        return self._from_redis(key, stored)
+        return self._from_redis(key, stored, data)
 
-    def _from_redis(self, key: str, stored: bytes | None) -> BaseModel | None:
+    def _from_redis(self, key: str, stored: bytes | None, data: BaseModel | None = None) -> BaseModel | None:
+        """A Redis reply as an output (None: a miss, or an unreadable entry, counted). A stale entry is
+        served and, when `data` is known, refreshed in the background by one caller."""
         breaker = self._breaker
         if breaker.state != CLOSED or breaker.failures:
             if breaker.record_success():
                 self._circuit_closed()
         if stored is None:
             return None
+        refresh = False
         try:
+            if self._stale:
+                stored, fresh_until, cost = unwrap(stored)
+                refresh = should_refresh(time.time(), fresh_until, cost, self.options.early_refresh_beta)
             output = self._build_output(stored)
         except Exception as error:  # noqa: BLE001 - a corrupt entry is a miss; the SET replaces it
             self._count_error("decode", f"entry {key!r} is unreadable ({error}); it will be replaced")
             if self._flight is not None:
                 self._flight.forget(key)  # so the miss really recomputes and rewrites it
             return None
-        if self._local is not None:
+        if self._local is not None and not refresh:
             self._local.put(key, stored)
         self._metrics.redis_hits.inc()
+        if refresh:
+            self._metrics.stale_hits.inc()
+            if data is not None:
+                self._refresh_later(key, data)
         return output
 
+    def _model_predict(self, data: BaseModel) -> BaseModel:
+        return self._model.predict(data=data)
+
     def _predict_and_store(self, key: bytes, data: BaseModel, store: bool = True) -> tuple[BaseModel, bool]:
-        """The model's output, and whether it is now in Redis (not tried when `store` is false)."""
-        output = self._model.predict(data=data)
+        """The model's output, and whether it is now in Redis (not tried when `store` is false). With
+        shared_single_flight, a lease in Redis makes concurrent misses of other processes wait for this
+        one's value (or this one wait for theirs) instead of all calling the model."""
+        token = None
+        if store and self.options.shared_single_flight and self._breaker.allow():
+            token, theirs = self._take_lease(key)
+            if theirs is not None:
+                return theirs, True
+        try:
+            started = _perf_counter()
+            output = self._model.predict(data=data)
+            return self._store_output(key, output, store, _perf_counter() - started)
+        finally:
+            if token is not None:
+                self._give_lease(key, token)
+
+    def _take_lease(self, key: bytes) -> tuple[bytes | None, BaseModel | None]:
+        """(our lease token, None), or (None, the value another process computed meanwhile), or
+        (None, None): compute without a lease (Redis trouble, the holder failed, or the bound passed)."""
+        backend, lease = self._backend, key + _LEASE_SUFFIX
+        token = os.urandom(9).hex().encode()
+        seconds = self.options.lease_seconds
+        try:
+            if backend.acquire(lease, token, max(1, int(seconds * 1000))):
+                return token, None
+        except CacheBackendError as error:
+            self._backend_failed(error)
+            return None, None  # falls back to the in-process single-flight
+        deadline, pause = time.monotonic() + seconds, 0.002
+        while time.monotonic() < deadline:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
+            try:
+                stored = backend.get(key)
+                if stored is not None:
+                    output = self._decode(stored)
+                    if output is not None:
+                        self._metrics.shared.inc()
+                        return None, output
+                if not backend.exists(lease):
+                    return None, None  # the holder gave up (its model failed): compute ourselves
+            except CacheBackendError as error:
+                self._backend_failed(error)
+                return None, None
+        return None, None
+
+    def _give_lease(self, key: bytes, token: bytes) -> None:
+        try:
+            self._backend.release(key + _LEASE_SUFFIX, token)
+        except CacheBackendError as error:
+            self._backend_failed(error)  # it expires by itself after lease_seconds
+
+    def _decode(self, stored: bytes) -> BaseModel | None:
+        """A stored value as an output, uncounted (a value another process just stored); None if unreadable."""
+        try:
+            return self._build_output(unwrap(stored)[0] if self._stale else stored)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _refresh_later(self, key: bytes, data: BaseModel) -> None:
+        """Refresh a stale entry in the background, once per key in this process (and, with
+        shared_single_flight, once across processes: whoever takes the lease)."""
+        with self._refresh_lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+            if self._refresher is None:
+                self.__dict__["_refresher"] = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=2, thread_name_prefix="cachedmodel-refresh")
+            refresher = self._refresher
+        try:
+            refresher.submit(self._refresh, key, data)
+        except RuntimeError:  # shut down (close() ran): the entry stays stale until it expires
+            with self._refresh_lock:
+                self._refreshing.discard(key)
+
+    def _refresh(self, key: bytes, data: BaseModel) -> None:
+        token = None
+        try:
+            if self.options.shared_single_flight:
+                token = os.urandom(9).hex().encode()
+                if not self._backend.acquire(key + _LEASE_SUFFIX, token, max(1, int(self.options.lease_seconds * 1000))):
+                    token = None
+                    return  # another process refreshes it
+            started = _perf_counter()
+            output = self._predict_one(data)
+            if self._store_output(key, output, True, _perf_counter() - started)[1]:
+                self._metrics.refreshes.inc()
+        except CacheBackendError as error:
+            self._backend_failed(error)
+        except Exception as error:  # noqa: BLE001 - the stale entry stays; a later hit tries again
+            self._count_error("other", f"background refresh failed: {error}")
+        finally:
+            if token is not None:
+                self._give_lease(key, token)
+            with self._refresh_lock:
+                self._refreshing.discard(key)
+
+    def _stored_value(self, encoded: bytes, compute_seconds: float) -> bytes:
+        """What goes to Redis: the codec's bytes, behind a freshness header for stale-while-revalidate."""
+        if not self._stale:
+            return encoded
+        return wrap(encoded, time.time() + self.options.ttl_seconds, compute_seconds)
+
+    def _store_output(self, key: bytes, output: BaseModel, store: bool, compute_seconds: float
+                      ) -> tuple[BaseModel, bool]:
         if type(output) is not self._output_type:
             self._count_error("encode", f"model returned {type(output).__name__}, not "
                                         f"{self._output_type.__name__}; not cached")
@@ -463,7 +599,7 @@ class RedisCachingDecorator(MLModelDecorator):
         if not store or not self._breaker.allow():
             return output, False
         try:
-            self._backend.set(key, stored, self.options.ttl_seconds)
+            self._backend.set(key, self._stored_value(stored, compute_seconds), self._store_ttl)
         except CacheBackendError as error:
             self._backend_failed(error, storing=True)
             return output, False
@@ -504,7 +640,7 @@ class RedisCachingDecorator(MLModelDecorator):
                 pending.append(index)
             else:
                 outputs[index] = output
-        compute, store = self._rows_from_redis(view, keys, pending, outputs)
+        compute, store = self._rows_from_redis(view, rows, keys, pending, outputs)
         if compute:
             try:
                 self._compute_rows(view, rows, keys, compute, outputs, store)
@@ -512,7 +648,7 @@ class RedisCachingDecorator(MLModelDecorator):
                 return self._model.predict(data=batch)
         return output_type(outputs)
 
-    def _rows_from_redis(self, view, keys, pending, outputs) -> tuple[list, bool]:
+    def _rows_from_redis(self, view, rows, keys, pending, outputs) -> tuple[list, bool]:
         """Fill `outputs` from one MGET; returns (rows the model must answer, whether to store them)."""
         metrics, breaker = view._metrics, view._breaker
         if not pending:
@@ -531,7 +667,7 @@ class RedisCachingDecorator(MLModelDecorator):
         metrics.lookup_seconds.observe(_perf_counter() - started)
         missed = []
         for index, value in zip(pending, values):
-            output = view._from_redis(keys[index], value)
+            output = view._from_redis(keys[index], value, rows[index])
             if output is None:
                 missed.append(index)
             else:
@@ -554,7 +690,9 @@ class RedisCachingDecorator(MLModelDecorator):
             (lead if leader else follow).append(index)
         if lead:
             try:
+                started = _perf_counter()
                 answers = self._rows_model_answers([rows[index] for index in lead])
+                cost = (_perf_counter() - started) / len(lead)
             except BaseException as error:
                 for index in lead:
                     if flight is not None:
@@ -571,7 +709,7 @@ class RedisCachingDecorator(MLModelDecorator):
                     continue
                 if view._local is not None:
                     view._local.put(keys[index], value)
-                items.append((keys[index], value))
+                items.append((keys[index], view._stored_value(value, cost)))
             stored = store and bool(items) and view._breaker.allow() and self._store_rows(view, items)
             for index in lead:
                 if flight is not None:
@@ -602,7 +740,7 @@ class RedisCachingDecorator(MLModelDecorator):
 
     def _store_rows(self, view, items: list) -> bool:
         try:
-            view._backend.set_many(items, self.options.ttl_seconds)
+            view._backend.set_many(items, view._store_ttl)
         except CacheBackendError as error:
             view._backend_failed(error, storing=True)
             return False

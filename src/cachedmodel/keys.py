@@ -124,13 +124,18 @@ def canonical_bytes(value: Any) -> bytes:
 
 def namespace_bytes(*, qualified_name: str, version: str, prefix: str, hashing_fields: Iterable[str],
                     reduced_precision_fields: Iterable[str], number_of_places: int | None, serder: str,
-                    use_compression: bool, value_format: int, output_fields: Iterable[str] = ()) -> bytes:
+                    use_compression: bool, value_format: int, output_fields: Iterable[str] = (),
+                    stale_header: bool = False) -> bytes:
     """Everything besides the input that a key depends on, canonically encoded. The output field names
     are in their schema order: values are stored as an array in that order, so a reordered or renamed
-    output schema must never read entries written for the old one."""
-    return canonical_bytes(["cachedmodel", KEY_FORMAT, str(qualified_name), str(version), prefix,
-                            sorted(hashing_fields), sorted(reduced_precision_fields), number_of_places,
-                            serder, bool(use_compression), value_format, list(output_fields)])
+    output schema must never read entries written for the old one. Entries with a stale-while-revalidate
+    header (cachedmodel.freshness) get a namespace of their own; other keys are unchanged by it."""
+    parts = ["cachedmodel", KEY_FORMAT, str(qualified_name), str(version), prefix,
+             sorted(hashing_fields), sorted(reduced_precision_fields), number_of_places,
+             serder, bool(use_compression), value_format, list(output_fields)]
+    if stale_header:
+        parts.append("stale-while-revalidate")
+    return canonical_bytes(parts)
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

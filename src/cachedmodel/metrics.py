@@ -41,6 +41,12 @@ SHARED = Counter("cachedmodel_singleflight_shared",
                  "Predictions that waited for a concurrent identical miss instead of calling the model "
                  "(counted among the misses).", ["model"])
 
+STALE_HITS = Counter("cachedmodel_cache_stale_hits",
+                     "Hits served from an entry past its freshness (stale-while-revalidate; also counted in "
+                     "cachedmodel_cache_hits_total); each starts a background refresh unless one runs.", ["model"])
+REFRESHES = Counter("cachedmodel_cache_refreshes",
+                    "Background refreshes that stored a new entry (stale-while-revalidate).", ["model"])
+
 ERROR_KINDS = ("connection", "timeout", "oom", "response", "auth", "decode", "encode", "other")
 BYPASS_REASONS = ("circuit_open", "redis_error", "pool_exhausted", "invalid_input", "unkeyable")
 
@@ -57,6 +63,8 @@ class ModelMetrics:
         self.lookup_seconds = LOOKUP_SECONDS.labels(model=model)
         self.circuit_open = CIRCUIT_OPEN.labels(model=model)
         self.shared = SHARED.labels(model=model)
+        self.stale_hits = STALE_HITS.labels(model=model)
+        self.refreshes = REFRESHES.labels(model=model)
         self.errors = {kind: ERRORS.labels(model=model, kind=kind) for kind in ERROR_KINDS}
         self.bypasses = {reason: BYPASSES.labels(model=model, reason=reason) for reason in BYPASS_REASONS}
         self.store_skips = {"pool_exhausted": STORE_SKIPS.labels(model=model, reason="pool_exhausted")}

@@ -192,6 +192,12 @@ class CacheOptions(BaseModel):
     local_cache_size: int = Field(0, ge=0)
     local_cache_ttl_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
     single_flight: bool = True
+    # across processes and pods: a Redis lease (SET NX PX) held by the one computing a miss
+    shared_single_flight: bool = False
+    lease_seconds: float = Field(5.0, gt=0, allow_inf_nan=False)
+    # stale-while-revalidate: entries stay servable this long past ttl_seconds while one caller refreshes
+    stale_seconds: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    early_refresh_beta: float = Field(0.0, ge=0, allow_inf_nan=False)  # XFetch; 0 = only once stale
     # Redis-side figures (INFO) for /metrics, sampled in the background; 0 = off
     redis_info_interval_seconds: float = Field(15.0, ge=0, allow_inf_nan=False)
 
@@ -215,7 +221,7 @@ class CacheOptions(BaseModel):
 
     @field_validator("ttl_seconds", "socket_timeout", "socket_connect_timeout", "pool_timeout",
                      "circuit_breaker_reset_seconds", "local_cache_ttl_seconds", "redis_info_interval_seconds",
-                     mode="before")
+                     "lease_seconds", "stale_seconds", "early_refresh_beta", mode="before")
     @classmethod
     def _float(cls, value: Any) -> Any:
         return _number_text(_no_bool(value, "a number"))
@@ -240,6 +246,11 @@ class CacheOptions(BaseModel):
         if not isinstance(value, str) or not value.strip() or any(char.isspace() for char in value.strip()):
             raise ValueError(f"must be the name of a primary the Sentinels monitor, got {value!r}")
         return value.strip()
+
+    @field_validator("stale_seconds", mode="after")
+    @classmethod
+    def _stale(cls, value: float | None) -> float | None:
+        return value or None  # 0 = off
 
     @field_validator("username", "password", "sentinel_password", "ssl_ca_certs", mode="before")
     @classmethod
@@ -276,7 +287,7 @@ class CacheOptions(BaseModel):
             raise ValueError(f"must be one of {', '.join(SERDERS)}, got {value!r}")
         return serder
 
-    @field_validator("use_compression", "single_flight", "ssl", mode="before")
+    @field_validator("use_compression", "single_flight", "ssl", "shared_single_flight", mode="before")
     @classmethod
     def _bool(cls, value: Any) -> Any:
         if isinstance(value, bool):
@@ -318,6 +329,14 @@ class CacheOptions(BaseModel):
                                          "(rediss:// means TLS, redis:// none)")
         if self.ssl_ca_certs and not (self.ssl or str(self.url or "").startswith("rediss://")):
             raise ConfigurationError("option 'ssl_ca_certs' needs a rediss:// url or option 'ssl' (TLS)")
+        if self.stale_seconds and not self.ttl_seconds:
+            raise ConfigurationError("option 'stale_seconds' needs option 'ttl_seconds' (entries are stale "
+                                     "once their TTL passed)")
+        if self.early_refresh_beta and not self.stale_seconds:
+            raise ConfigurationError("option 'early_refresh_beta' needs option 'stale_seconds' (the early "
+                                     "refresh runs in the background while the entry is served)")
+        if "lease_seconds" in given and not self.shared_single_flight:
+            raise ConfigurationError("option 'lease_seconds' needs option 'shared_single_flight'")
         if self.reduced_precision_fields and self.number_of_places is None:
             raise ConfigurationError("option 'reduced_precision_fields' needs option 'number_of_places'")
         if self.number_of_places is not None and not self.reduced_precision_fields:
