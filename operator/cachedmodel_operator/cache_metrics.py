@@ -109,10 +109,12 @@ def scrape_targets(pods: list[dict], port: int) -> tuple[list[tuple[str, str, st
 
 @dataclass
 class Snapshot:
-    """The per-pod counters of one scrape (the recent window's baselines)."""
+    """The per-pod counters of one scrape (the recent window's baselines), and the pods that were there
+    but did not answer (their counts then are unknown: they stay out of a window starting there)."""
 
     at: float
     pods: dict[str, dict[str, float]]
+    unknown: frozenset[str] = frozenset()
 
 
 def totals(samples: dict[str, PodSample]) -> dict[str, int]:
@@ -132,9 +134,12 @@ def newest_redis(samples: dict[str, PodSample]) -> PodSample | None:
 
 def window_delta(baseline: Snapshot, current: dict[str, dict[str, float]]) -> dict[str, int]:
     """Counters gained since `baseline`, pod by pod: a pod absent from the baseline (new, or restarted under
-    a new uid) counts from zero; a counter that went down is a reset (container restart): all of it is new."""
+    a new uid) counts from zero; a counter that went down is a reset (container restart): all of it is new;
+    a pod that did not answer at the baseline is left out (what it had then is unknown)."""
     delta = dict.fromkeys(COUNTERS.values(), 0)
     for pod, counters in current.items():
+        if pod in baseline.unknown:
+            continue
         before = baseline.pods.get(pod) or {}
         reset = any(value < before.get(key, 0) for key, value in counters.items())
         for key, value in counters.items():
@@ -180,12 +185,13 @@ def memory_text(used: float | None, maximum: float | None) -> str | None:
 
 
 def cache_status(samples: dict[str, PodSample], errors: list[tuple[str, str]], ready_pods: int, now: float,
-                 history: list[Snapshot], previous: dict | None = None,
-                 window: float = WINDOW_SECONDS) -> tuple[dict, list[Snapshot]]:
+                 history: list[Snapshot], previous: dict | None = None, window: float = WINDOW_SECONDS,
+                 unanswered: frozenset[str] = frozenset()) -> tuple[dict, list[Snapshot]]:
     """(status.cache, new history) from one round of scrapes.
 
     samples: pod uid -> parsed page of each pod scraped; errors: (pod name, message) of each refused or failed
-    scrape; ready_pods: the pods that should have answered. No pod answered: the previous figures are kept and
+    scrape (unanswered: their uids); ready_pods: the pods that should have answered. No pod answered: the
+    previous figures are kept and
     marked stale (with the reason); a Redis sample older than REDIS_STALE_SECONDS (or Redis down for every pod)
     marks the Redis figures stale."""
     previous = dict(previous or {})
@@ -205,7 +211,7 @@ def cache_status(samples: dict[str, PodSample], errors: list[tuple[str, str]], r
     hit_ratio = ratio(counters["hits"], counters["requests"])
     if hit_ratio is not None:
         status["hitRatio"] = hit_ratio
-    snapshot = Snapshot(now, {pod: dict(sample.counters) for pod, sample in samples.items()})
+    snapshot = Snapshot(now, {pod: dict(sample.counters) for pod, sample in samples.items()}, frozenset(unanswered))
     baseline = baseline_of(history, now, window)
     if baseline is not None:
         delta = window_delta(baseline, snapshot.pods)

@@ -205,7 +205,9 @@ class Controller:
         samples, errors = await self.scraper.scrape(cm.namespace, targets, cm.model["port"])
         if errors and len(errors) == len(targets):
             log.info("CachedModel %s/%s: no model pod answered /metrics: %s", *key, errors[0][1])
-        status, history = cache_status(samples, errors, ready, time.time(), worker.history, worker.cache)
+        unanswered = frozenset(uid for uid, _, _ in targets if uid not in samples)
+        status, history = cache_status(samples, errors, ready, time.time(), worker.history, worker.cache,
+                                       unanswered=unanswered)
         worker.history = history
         if not self._cache_due(worker, status):
             return worker.cache

@@ -72,15 +72,21 @@ class Scraper:
             self._session = None
 
     async def fetch(self, url: str) -> str:
-        semaphore, session = self._client()
+        """One page; the timeout counts from the request, not from the wait for a free slot."""
+        semaphore, _ = self._client()
         async with semaphore:
-            async with session.get(url, allow_redirects=False) as response:
-                if response.status != 200:
-                    raise ScrapeError(f"HTTP {response.status} from /metrics")
-                body = await response.content.read(MAX_PAGE_BYTES + 1)
-                if len(body) > MAX_PAGE_BYTES:
-                    raise ScrapeError(f"/metrics page larger than {MAX_PAGE_BYTES} bytes: not read")
-                return body.decode("utf-8", errors="replace")
+            return await asyncio.wait_for(self._get(url), self.timeout)
+
+    async def _get(self, url: str) -> str:
+        _, session = self._client()
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status != 200:
+                raise ScrapeError(f"HTTP {response.status} from /metrics")
+            body = await response.content.read(MAX_PAGE_BYTES + 1)
+            if len(body) > MAX_PAGE_BYTES:
+                raise ScrapeError(f"/metrics page larger than {MAX_PAGE_BYTES} bytes: not read")
+            return body.decode("utf-8", errors="replace")
+
 
     async def scrape(self, namespace: str, targets: list[tuple[str, str, str]], port: int
                      ) -> tuple[dict[str, PodSample], list[tuple[str, str]]]:
@@ -88,7 +94,7 @@ class Scraper:
         async def one(uid: str, name: str, address: str):
             url = self.url.format(address=address, namespace=namespace, pod=name, port=port)
             try:
-                return uid, name, parse_page(await asyncio.wait_for(self.fetch(url), self.timeout)), None
+                return uid, name, parse_page(await self.fetch(url)), None
             except asyncio.CancelledError:
                 raise
             except (ScrapeError, ParseError) as error:

@@ -221,6 +221,9 @@ class Pages:
             def do_GET(self):
                 if self.path == "/slow/metrics":
                     release.wait(10)
+                if self.path == "/lag/metrics":  # a pod that takes 0.6 s to answer (simulated latency)
+                    threading.Event().wait(0.6)
+                    self.path = "/ok/metrics"
                 code, text = pages.get(self.path, (404, "not found"))
                 data = text.encode()
                 self.send_response(code)
@@ -260,15 +263,17 @@ def test_the_scraper_reads_pages_and_reports_every_failure_without_raising(pages
     closed = free_port()
     scraper = Scraper(timeout=0.5, url="http://127.0.0.1:{port}/{pod}/metrics")
 
+    other = Scraper(timeout=0.5, url="http://127.0.0.1:{port}/metrics")
+
     async def go():
         try:
             targets = [("u1", "ok", "x"), ("u2", "broken", "x"), ("u3", "plain", "x"), ("u4", "slow", "x")]
             found = await scraper.scrape("ml", targets, pages.port)
-            refused = await Scraper(timeout=0.5, url="http://127.0.0.1:{port}/metrics").scrape(
-                "ml", [("u5", "refused", "x")], closed)
+            refused = await other.scrape("ml", [("u5", "refused", "x")], closed)
             return found, refused
         finally:
             await scraper.close()
+            await other.close()
 
     (samples, errors), (_, refused) = asyncio.run(go())
     assert list(samples) == ["u1"] and samples["u1"].counters["requests"] == 10
@@ -392,3 +397,28 @@ def test_each_worker_gets_a_scrape_loop_unless_off_and_deletion_ends_it(interval
 
     worker, scrape = asyncio.run(scenario())
     assert worker.task.cancelled() and (scrape is None or scrape.cancelled()) and not ctl.workers
+
+
+def test_a_pod_that_did_not_answer_at_the_baseline_stays_out_of_the_window():
+    """p2 refused at the baseline: its whole count since start is not 'recent'."""
+    _, history = cmx.cache_status({"p1": sample(100, 50)}, [("two", "refused")], 2, NOW - 120, [],
+                                  unanswered=frozenset({"p2"}))
+    status, _ = cmx.cache_status({"p1": sample(110, 60), "p2": sample(1000, 0)}, [], 2, NOW, history)
+    assert status["recent"]["requests"] == 10 and status["recent"]["hitRatio"] == 1.0
+    assert status["requests"] == 1110  # since start: both pods
+
+
+def test_queued_scrapes_get_their_own_timeout(pages):
+    """One slot, three pods answering in 0.6 s each, 1 s timeout: the third waits 1.2 s for its slot, yet
+    gets its whole second (a timeout counted from the queue would fail it)."""
+    pages.pages["/ok/metrics"] = (200, page())
+    scraper = Scraper(timeout=1.0, concurrency=1, url="http://127.0.0.1:{port}/{pod}/metrics")
+
+    async def go():
+        try:
+            return await scraper.scrape("ml", [(f"u{i}", "lag", "x") for i in range(3)], pages.port)
+        finally:
+            await scraper.close()
+
+    samples, errors = asyncio.run(go())
+    assert len(samples) == 3 and not errors
