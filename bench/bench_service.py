@@ -2,11 +2,13 @@
 
   (a) stock rest-model-service (`uvicorn rest_model_service.main:app`) serving a no-op model,
   (b) our service (`python -m cachedmodel.service`) with the real model and no cache,
-  (c) our service on cache hits (example config, Redis tier, every request a hit).
+  (c) our service on cache hits (example config, Redis tier, every request a hit),
+  (d) the floor of a hit: a bare ASGI app on the same uvicorn that reads the body, parses the JSON and
+      does one redis.asyncio GET (bench/floor_app.py).
 
 Targets: (c) >= 1.0x the throughput of (a) — a hit costs no more than the stock service doing
-nothing — and (c) >= 5x the throughput of (b). (a) and (c) run in alternating rounds so both see
-the same machine load; the best round of each counts. Writes bench/results/service.{json,md}.
+nothing —, (c) >= 5x the throughput of (b), and (c) >= 0.85x the floor (d). (a), (c) and (d) run in
+alternating rounds so all see the same machine load; the best round of each counts. Writes bench/results/service.{json,md}.
 Needs `wrk` (Debian package; `make setup` installs it). Bounded: about a minute.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import yaml
 from bench.common import markdown_table, write_results
 from insurance_charges_model.workload import workload
 from cachedmodel.testing.model_service import EXAMPLE_CONFIG, MODEL_FILES_HINT, ModelService, artifact_missing
-from cachedmodel.testing.redis_server import RedisServer
+from cachedmodel.testing.redis_server import RedisServer, wait_until
 
 NAME = "service"
 DURATION_S = 8
@@ -33,7 +35,7 @@ WARMUP_S = 2
 CONNECTIONS = 16
 ROUNDS = 2
 DISTINCT_BODIES = 200
-TARGETS = {"hit_vs_stock_noop_min": 1.0, "hit_vs_model_min": 5.0}
+TARGETS = {"hit_vs_stock_noop_min": 1.0, "hit_vs_model_min": 5.0, "hit_vs_floor_min": 0.85}
 PATH = "/api/models/insurance_charges_model/prediction"
 
 WRK_SCRIPT = """
@@ -90,6 +92,14 @@ def cache_counters(service: ModelService) -> tuple[float, float]:
     return value("cachedmodel_cache_hits_total"), value("cachedmodel_cache_misses_total")
 
 
+def floor_key(server: RedisServer) -> str:
+    """One cached entry's key, so the floor app GETs a value of the real size."""
+    import redis
+
+    with redis.Redis(port=server.port) as client:
+        return next(key.decode() for key in client.scan_iter(count=1000))
+
+
 def write_config(directory: Path, name: str, model_class: str, cached: bool) -> Path:
     document = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     model = document["models"][0]
@@ -120,20 +130,29 @@ def main() -> dict:
         model = ModelService(config=write_config(tmp_path, "model", "insurance_charges_model.model."
                                                  "InsuranceChargesModel", cached=False))
         cached = ModelService(config=EXAMPLE_CONFIG, env={"REDIS_URL": redis_server.url})
+        floor = ModelService(env={"REDIS_URL": redis_server.url})
+        floor.command = [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
+                         "--port", str(floor.port), "--no-access-log", "--no-server-header"]
         services = (stock, model, cached)
-        runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
+        runs: dict[str, list[dict]] = {"a": [], "b": [], "c": [], "d": []}
         try:
             for service in services:
                 service.start()
             with httpx.Client(base_url=cached.url, timeout=10) as client:  # warm the cache: every body once
                 for body in bodies:
                     client.post(PATH, json=body).raise_for_status()
+            floor.env["REDIS_FLOOR_KEY"] = floor_key(redis_server)  # a real entry of the same size
+            floor.start(wait_ready=False)
+            wait_until(lambda: httpx.post(floor.url + "/", content=b"{}").status_code == 200, 30, what="the floor app")
+            services = (*services, floor)
             hits_before, misses_before = cache_counters(cached)
             for round_number in range(ROUNDS):
                 print(f"  round {round_number + 1}/{ROUNDS}: (a) stock no-op ...", flush=True)
                 runs["a"].append(measure(stock, hits_script))
                 print(f"  round {round_number + 1}/{ROUNDS}: (c) our service, cache hits ...", flush=True)
                 runs["c"].append(measure(cached, hits_script))
+                print(f"  round {round_number + 1}/{ROUNDS}: (d) the floor: body, JSON, one GET ...", flush=True)
+                runs["d"].append(measure(floor, hits_script))
             print("  (b) our service, real model, uncached ...", flush=True)
             runs["b"].append(measure(model, miss_script))
             hits_after, misses_after = cache_counters(cached)
@@ -144,13 +163,15 @@ def main() -> dict:
         raise RuntimeError(f"(c) was not all hits: {misses_after - misses_before:.0f} misses")
     best = {key: max(values, key=lambda stats: stats["rps"]) for key, values in runs.items()}
     ratios = {"hit_vs_stock_noop": round(best["c"]["rps"] / best["a"]["rps"], 2),
-              "hit_vs_model": round(best["c"]["rps"] / best["b"]["rps"], 2)}
+              "hit_vs_model": round(best["c"]["rps"] / best["b"]["rps"], 2),
+              "hit_vs_floor": round(best["c"]["rps"] / best["d"]["rps"], 2)}
     met = {"hit_vs_stock_noop": ratios["hit_vs_stock_noop"] >= TARGETS["hit_vs_stock_noop_min"],
-           "hit_vs_model": ratios["hit_vs_model"] >= TARGETS["hit_vs_model_min"]}
+           "hit_vs_model": ratios["hit_vs_model"] >= TARGETS["hit_vs_model_min"],
+           "hit_vs_floor": ratios["hit_vs_floor"] >= TARGETS["hit_vs_floor_min"]}
     labels = {"a": "(a) stock rest-model-service, no-op model", "b": "(b) our service, real model, no cache",
-              "c": "(c) our service, cache hits (Redis)"}
+              "c": "(c) our service, cache hits (Redis)", "d": "(d) floor: body + JSON + one redis.asyncio GET"}
     rows = [[labels[k], f"{best[k]['rps']:.0f}", f"{best[k]['p50_ms']:.2f}", f"{best[k]['p99_ms']:.2f}",
-             f"{best[k]['rps'] / best['a']['rps']:.2f}x"] for k in ("a", "b", "c")]
+             f"{best[k]['rps'] / best['a']['rps']:.2f}x"] for k in ("a", "b", "c", "d")]
     markdown = (
         f"One uvicorn worker per service, wrk -t1 -c{CONNECTIONS} on loopback, {DURATION_S} s per run after "
         f"{WARMUP_S} s warm-up; (a)/(c) alternate for {ROUNDS} rounds, best round shown; "
@@ -159,7 +180,9 @@ def main() -> dict:
         + markdown_table(["service", "req/s", "p50 ms", "p99 ms", "vs (a)"], rows)
         + f"\n\n(c)/(a) = **{ratios['hit_vs_stock_noop']:.2f}x** (target >= {TARGETS['hit_vs_stock_noop_min']}x, "
         f"{'met' if met['hit_vs_stock_noop'] else 'NOT met'}); (c)/(b) = **{ratios['hit_vs_model']:.1f}x** "
-        f"(target >= {TARGETS['hit_vs_model_min']}x, {'met' if met['hit_vs_model'] else 'NOT met'}).\n")
+        f"(target >= {TARGETS['hit_vs_model_min']}x, {'met' if met['hit_vs_model'] else 'NOT met'}); "
+        f"(c)/(d) = **{ratios['hit_vs_floor']:.2f}x** of the floor (target >= {TARGETS['hit_vs_floor_min']}x, "
+        f"{'met' if met['hit_vs_floor'] else 'NOT met'}).\n")
     data = {"config": {"duration_s": DURATION_S, "warmup_s": WARMUP_S, "connections": CONNECTIONS, "rounds": ROUNDS,
                        "distinct_bodies": DISTINCT_BODIES},
             "runs": runs, "best": best, "ratios": ratios, "targets": TARGETS, "targets_met": met,
