@@ -16,7 +16,7 @@ from bench.common import RESULTS_DIR
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
-SUMMARY_SOURCES = ("decorator", "service", "operator", "faults", "topologies", "pods")
+SUMMARY_SOURCES = ("decorator", "service", "operator", "faults", "topologies", "batches", "pods")
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -44,7 +44,8 @@ def summary(results_dir: Path = RESULTS_DIR) -> str:
         return json.loads((results_dir / f"{name}.json").read_text(encoding="utf-8"))
 
     decorator, service, operator = load("decorator"), load("service"), load("operator")
-    faults, pods, topologies = load("faults"), load("pods"), load("topologies")
+    faults, pods, topologies, batches = load("faults"), load("pods"), load("topologies"), load("batches")
+    flights = batches["shared_single_flight"]
     by_mode = {row["mode"]: row for row in topologies["latency"]}
     events = {row["fault"]: row for row in topologies["events"]}
     checks, best, ratios = decorator["checks"], service["best"], service["ratios"]
@@ -75,6 +76,11 @@ def summary(results_dir: Path = RESULTS_DIR) -> str:
          f"{events['sentinel-kill-primary']['all_hits_s']:.1f} s / {events['cluster-kill-primary']['all_hits_s']:.1f} s "
          f"({events['sentinel-kill-primary']['non_200'] + events['cluster-kill-primary']['non_200']})",
          "bench_topologies"),
+        ("64 identical misses over 4 processes: model calls with / without shared_single_flight",
+         f"{flights['true']['model_calls']} / {flights['false']['model_calls']}", "bench_batches"),
+        ("100-row batch, all rows cached: per-row path vs one GET per row, p50",
+         f"{batches['batch_index']['1.0|per-row path (MGET + pipelined SET)']:.1f} ms vs "
+         f"{batches['batch_index']['1.0|one GET per row']:.1f} ms", "bench_batches"),
         ("real pods: apply → first cached prediction served, p50", f"{pods['apply_to_first_hit']['p50_s']:.1f} s",
          "bench_pods"),
         ("real pods: Redis pod deleted → hits again, p50 (failed predictions meanwhile)",

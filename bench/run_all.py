@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.bench_service",
     "bench.bench_faults",
     "bench.bench_topologies",
+    "bench.bench_batches",
     "bench.bench_operator",
     "bench.bench_pods",
 ]

@@ -4,7 +4,7 @@ from bench import readme
 
 def test_benchmarks_doc_has_a_block_for_every_benchmark():
     names = readme.names_in(readme.BENCHMARKS_DOC.read_text(encoding="utf-8"))
-    assert names == ["decorator", "service", "faults", "topologies", "operator", "pods"]
+    assert names == ["decorator", "service", "faults", "topologies", "batches", "operator", "pods"]
 
 
 def test_benchmarks_doc_blocks_equal_the_results_files():
