@@ -75,7 +75,9 @@ class RedisInfoSampler:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
+        # re-entrant: a garbage collection can start on any allocation, also while this thread holds the
+        # lock, and run a dead owner's finalizer (_drop), which takes it again
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._clock = clock
@@ -83,9 +85,9 @@ class RedisInfoSampler:
     def register(self, model: str, owner: object, read: Callable[[], dict[str, int]], interval: float) -> None:
         """Sample `read()` for `model` every `interval` s while `owner` lives (or until unregister)."""
         entry = _Entry(read, interval)
+        weakref.finalize(owner, self._drop, model, entry)
         with self._lock:
             self._entries[model] = entry
-            weakref.finalize(owner, self._drop, model, entry)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="cachedmodel-redis-info", daemon=True)
                 self._thread.start()
