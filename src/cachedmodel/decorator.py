@@ -489,7 +489,9 @@ class RedisCachingDecorator(MLModelDecorator):
         try:
             started = _perf_counter()
             output = self._model.predict(data=data)
-            return self._store_output(key, output, store, _perf_counter() - started)
+            cost = _perf_counter() - started
+            self._metrics.model_seconds.observe(cost)
+            return self._store_output(key, output, store, cost)
         finally:
             if token is not None:
                 self._give_lease(key, token)
@@ -564,7 +566,9 @@ class RedisCachingDecorator(MLModelDecorator):
                     return  # another process refreshes it
             started = _perf_counter()
             output = self._predict_one(data)
-            if self._store_output(key, output, True, _perf_counter() - started)[1]:
+            cost = _perf_counter() - started
+            self._metrics.model_seconds.observe(cost)
+            if self._store_output(key, output, True, cost)[1]:
                 self._metrics.refreshes.inc()
         except CacheBackendError as error:
             self._backend_failed(error)
@@ -729,7 +733,9 @@ class RedisCachingDecorator(MLModelDecorator):
 
     def _rows_model_answers(self, rows: list) -> list:
         """The model's outputs for `rows` (one call), which must be one per row, in order."""
+        started = _perf_counter()
         result = self._model.predict(data=self._input_type(rows))
+        self._rows._metrics.model_seconds.observe(_perf_counter() - started)
         answers = result.root if isinstance(result, self._output_type) else None
         if answers is None or len(answers) != len(rows):
             self._rows._count_error("encode", f"model returned {type(result).__name__} with "

@@ -74,6 +74,9 @@ def test_every_path_balances():
         decorator.close()
     counts = assert_balanced(name)
     assert (counts["misses"], counts["hits"], counts["invalid_input"]) == (2, 2, 1), counts
+    # the model's time on the calls the cache let through (here the 2 misses): hits x mean = time saved
+    assert value("cachedmodel_model_seconds_count", model=name) == 2
+    assert value("cachedmodel_model_seconds_sum", model=name) > 0
 
 
 def test_faults_balance_with_their_reasons():
