@@ -29,3 +29,15 @@ def test_make_help_lists_every_documented_target():
     expected = documented_targets()
     assert {"test-k8s", "test-e2e", "kind-e2e", "demo", "test"} <= set(expected)
     assert listed == expected
+
+
+def test_test_file_basenames_are_unique():
+    """pytest imports test modules by basename (rootdir, no packages): two files with one name make the
+    whole run fail at collection (it did: tests/k8s and tests/unit/operator both had
+    test_operator_cache_status.py, each fine when run alone)."""
+    from collections import Counter
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(path.name for path in tests.rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
