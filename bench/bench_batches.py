@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 
 import redis
-from ml_base.ml_model import MLModel
 from prometheus_client import REGISTRY
-from pydantic import RootModel
 
 from bench.common import markdown_table, percentile, write_results
 from cachedmodel import RedisCachingDecorator
 from cachedmodel.freshness import unwrap
-from cachedmodel.testing.insurance_like_model import InsuranceInput, InsuranceLikeModel, InsuranceOutput, sample_input
+from cachedmodel.testing.insurance_like_model import Batch, BatchInsuranceLikeModel, sample_input
 from cachedmodel.testing.processes import wait_until
 from cachedmodel.testing.redis_server import RedisServer
 from cachedmodel.testing.stampede import CountingModel, model_calls, stampede
@@ -34,24 +32,6 @@ from cachedmodel.testing.stampede import CountingModel, model_calls, stampede
 NAME = "batches"
 ROWS = 100
 ROUNDS = 30
-Batch = RootModel[list[InsuranceInput]]
-Charges = RootModel[list[InsuranceOutput]]
-
-
-class BatchModel(MLModel):
-    display_name = description = "bench batch model"
-    input_schema, output_schema = Batch, Charges
-    qualified_name, version = "bench_batch_model", "1"
-
-    def __init__(self):
-        self.single = InsuranceLikeModel(qualified_name="bench_batch_model", version="1")
-        self.rows_seen = 0
-
-    def predict(self, data):
-        self.rows_seen += len(data.root)
-        return Charges([self.single.predict(row) for row in data.root])
-
-
 def _round_trips(client: redis.Redis) -> int:
     return sum(stats["calls"] for stats in client.info("commandstats").values())
 
@@ -67,7 +47,7 @@ def batch_rows(server: RedisServer) -> list[dict]:
             rows = [sample_input(age=18 + (round_number * ROWS + index) % 48, children=index % 6,
                                  bmi=15 + (round_number * 7919 + index) % 3500 / 100) for index in range(ROWS)]
             client.flushdb()
-            model = BatchModel()
+            model = BatchInsuranceLikeModel("bench_batch_model", version="1")
             decorator = RedisCachingDecorator(model, url=server.url, redis_info_interval_seconds=0,
                                               single_flight=False)
             single = RedisCachingDecorator(model.single, url=server.url, redis_info_interval_seconds=0,
@@ -76,12 +56,12 @@ def batch_rows(server: RedisServer) -> list[dict]:
             if warm:
                 decorator.predict(Batch(warm))
             for name in timings:
-                model.rows_seen = 0
+                model.calls.clear()
                 if name != "per-row path (MGET + pipelined SET)":
                     client.flushdb()
                     if warm and name == "one GET per row":
                         decorator.predict(Batch(warm))  # the same entries (row keys = single keys)
-                    model.rows_seen = 0
+                    model.calls.clear()
                 before, single_calls = _round_trips(client), model.single.calls
                 started = time.perf_counter()
                 if name == "per-row path (MGET + pipelined SET)":

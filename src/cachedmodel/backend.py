@@ -153,7 +153,35 @@ def _sentinel_kwargs(options: CacheOptions, retry) -> dict:
     return kwargs
 
 
-class RedisBackend:
+class _Commands:
+    """The commands the decorator sends, over a topology's `_execute` (which raises CacheBackendError)."""
+
+    _secrets: tuple = ()
+
+    def _execute(self, *args):
+        raise NotImplementedError
+
+    def _wrap(self, error: BaseException) -> CacheBackendError:
+        return CacheBackendError(classify(error), scrub(f"{type(error).__name__}: {error}", self._secrets))
+
+    def get(self, key: bytes | str) -> bytes | None:
+        return self._execute("GET", key)
+
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        self._execute(*set_command(key, value, ttl_seconds))
+
+    def acquire(self, key, token: bytes, milliseconds: int) -> bool:
+        """SET key token NX PX ms: True when the lease was free and is now ours."""
+        return self._execute("SET", key, token, "NX", "PX", milliseconds) is not None
+
+    def release(self, key, token: bytes) -> None:
+        self._execute("EVAL", _RELEASE, 1, key, token)
+
+    def exists(self, key) -> bool:
+        return bool(self._execute("EXISTS", key))
+
+
+class RedisBackend(_Commands):
     """get/set of raw bytes under string keys, sync and async, errors as CacheBackendError."""
 
     def __init__(self, options: CacheOptions):
@@ -210,9 +238,6 @@ class RedisBackend:
     def in_use(self) -> int:
         """Sync connections checked out by a call right now (at most max_connections)."""
         return len(self._busy)
-
-    def _wrap(self, error: BaseException) -> CacheBackendError:
-        return CacheBackendError(classify(error), scrub(f"{type(error).__name__}: {error}", self._secrets))
 
     # ---------------------------------------------------------------- sync
     def _checkout(self):
@@ -284,22 +309,6 @@ class RedisBackend:
     def _disconnect_idle(self) -> None:
         for connection in list(self._idle):
             connection.disconnect()
-
-    def get(self, key: bytes | str) -> bytes | None:
-        return self._execute("GET", key)
-
-    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self._execute(*set_command(key, value, ttl_seconds))
-
-    def acquire(self, key, token: bytes, milliseconds: int) -> bool:
-        """SET key token NX PX ms: True when the lease was free and is now ours."""
-        return self._execute("SET", key, token, "NX", "PX", milliseconds) is not None
-
-    def release(self, key, token: bytes) -> None:
-        self._execute("EVAL", _RELEASE, 1, key, token)
-
-    def exists(self, key) -> bool:
-        return bool(self._execute("EXISTS", key))
 
     def mget(self, keys: list) -> list:
         """Values of several keys in one round trip (None for missing ones)."""
@@ -462,7 +471,7 @@ class _AsyncLane:
             await self.sentinel.aclose()
 
 
-class ClusterBackend:
+class ClusterBackend(_Commands):
     """The RedisBackend interface over redis-py's RedisCluster clients (sync, and one per event loop).
 
     The client follows MOVED/ASK within a call and refreshes its slot map after a node error; a failed
@@ -493,9 +502,6 @@ class ClusterBackend:
     def in_use(self) -> int:
         return 0  # per-node pools; not tracked across nodes
 
-    def _wrap(self, error: BaseException) -> CacheBackendError:
-        return CacheBackendError(classify(error), scrub(f"{type(error).__name__}: {error}", self._secrets))
-
     def _sync_client(self) -> redis.cluster.RedisCluster:
         if self._pid != os.getpid():  # forked: never share the parent's sockets
             self._client, self._pid = None, os.getpid()
@@ -514,21 +520,6 @@ class ClusterBackend:
             return self._sync_client().execute_command(*args)
         except Exception as error:  # noqa: BLE001 - every failure becomes a counted cache error
             raise self._wrap(error) from error
-
-    def get(self, key: bytes | str) -> bytes | None:
-        return self._execute("GET", key)
-
-    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self._execute(*set_command(key, value, ttl_seconds))
-
-    def acquire(self, key, token: bytes, milliseconds: int) -> bool:
-        return self._execute("SET", key, token, "NX", "PX", milliseconds) is not None
-
-    def release(self, key, token: bytes) -> None:
-        self._execute("EVAL", _RELEASE, 1, key, token)
-
-    def exists(self, key) -> bool:
-        return bool(self._execute("EXISTS", key))
 
     def mget(self, keys: list) -> list:
         """One pipeline per hash slot (redis-py's mget_nonatomic), values in the keys' order."""

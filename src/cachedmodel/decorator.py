@@ -500,10 +500,10 @@ class RedisCachingDecorator(MLModelDecorator):
         """(our lease token, None), or (None, the value another process computed meanwhile), or
         (None, None): compute without a lease (Redis trouble, the holder failed, or the bound passed)."""
         backend, lease = self._backend, key + _LEASE_SUFFIX
-        token = os.urandom(9).hex().encode()
         seconds = self.options.lease_seconds
         try:
-            if backend.acquire(lease, token, max(1, int(seconds * 1000))):
+            token = self._try_lease(key)
+            if token is not None:
                 return token, None
         except CacheBackendError as error:
             self._backend_failed(error)
@@ -525,6 +525,12 @@ class RedisCachingDecorator(MLModelDecorator):
                 self._backend_failed(error)
                 return None, None
         return None, None
+
+    def _try_lease(self, key: bytes) -> bytes | None:
+        """Our token if the key's lease was free (SET NX PX lease_seconds), else None."""
+        token = os.urandom(9).hex().encode()
+        milliseconds = max(1, int(self.options.lease_seconds * 1000))
+        return token if self._backend.acquire(key + _LEASE_SUFFIX, token, milliseconds) else None
 
     def _give_lease(self, key: bytes, token: bytes) -> None:
         try:
@@ -560,9 +566,8 @@ class RedisCachingDecorator(MLModelDecorator):
         token = None
         try:
             if self.options.shared_single_flight:
-                token = os.urandom(9).hex().encode()
-                if not self._backend.acquire(key + _LEASE_SUFFIX, token, max(1, int(self.options.lease_seconds * 1000))):
-                    token = None
+                token = self._try_lease(key)
+                if token is None:
                     return  # another process refreshes it
             started = _perf_counter()
             output = self._predict_one(data)

@@ -2,50 +2,19 @@
 batch, the model called once with only the rows that missed (in their order), results stitched back in
 input order, the new rows stored in one pipeline; row keys equal single-input keys."""
 import threading
-import time
 
 import pytest
-from ml_base.ml_model import MLModel
 from prometheus_client import REGISTRY
-from pydantic import RootModel
 
 from cachedmodel import RedisCachingDecorator
-from cachedmodel.testing.insurance_like_model import InsuranceInput, InsuranceLikeModel, InsuranceOutput, sample_input
+from cachedmodel.testing.insurance_like_model import (Batch, BatchInsuranceLikeModel, Charges, InsuranceLikeModel,
+                                                      sample_input)
 from cachedmodel.testing.redis_server import RedisServer
 from cachedmodel.testing.redis_topologies import ClusterDeployment, redis_cli
 
 pytestmark = pytest.mark.integration
 
-Batch = RootModel[list[InsuranceInput]]
-Charges = RootModel[list[InsuranceOutput]]
-
-
-class BatchModel(MLModel):
-    """The insurance-like formula over a list of rows; records the rows of every call."""
-
-    display_name = description = "batch"
-    input_schema, output_schema = Batch, Charges
-    version = "1.0.0"
-
-    def __init__(self, qualified_name: str, delay_seconds: float = 0.0, answer_rows=None):
-        self._name = qualified_name
-        self.single = InsuranceLikeModel(qualified_name=qualified_name)
-        self.calls: list[list[InsuranceInput]] = []
-        self.delay_seconds = delay_seconds
-        self.answer_rows = answer_rows  # a broken model: answers this many rows
-        self._lock = threading.Lock()
-
-    @property
-    def qualified_name(self):
-        return self._name
-
-    def predict(self, data):
-        with self._lock:
-            self.calls.append(list(data.root))
-        if self.delay_seconds:
-            time.sleep(self.delay_seconds)
-        rows = data.root if self.answer_rows is None else data.root[:self.answer_rows]
-        return Charges([self.single.predict(row) for row in rows])
+BatchModel = BatchInsuranceLikeModel
 
 
 def value(name, **labels):

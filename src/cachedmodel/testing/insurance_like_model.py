@@ -10,7 +10,7 @@ import time
 from enum import Enum
 
 from ml_base import MLModel
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 
 class Sex(str, Enum):
@@ -82,3 +82,44 @@ def sample_input(**overrides) -> InsuranceInput:
     values = dict(age=42, sex="female", bmi=27.123456789, children=2, smoker=False, region="northwest")
     values.update(overrides)
     return InsuranceInput(**values)
+
+
+Batch = RootModel[list[InsuranceInput]]
+Charges = RootModel[list[InsuranceOutput]]
+
+
+class BatchInsuranceLikeModel(MLModel):
+    """The same formula over a list of rows (a batch model, cached row by row); records the rows of
+    every call, and can be slowed down or made to answer too few rows (a broken batch model)."""
+
+    display_name = description = "Insurance-like batch test model"
+    input_schema, output_schema = Batch, Charges
+
+    def __init__(self, qualified_name: str = "insurance_like_batch_model", version: str = "1.0.0",
+                 delay_seconds: float = 0.0, answer_rows: int | None = None):
+        self._qualified_name, self._version = qualified_name, version
+        self.single = InsuranceLikeModel(qualified_name=qualified_name, version=version)
+        self.calls: list[list[InsuranceInput]] = []
+        self.delay_seconds = delay_seconds
+        self.answer_rows = answer_rows
+        self._lock = threading.Lock()
+
+    @property
+    def qualified_name(self) -> str:
+        return self._qualified_name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def rows_seen(self) -> int:
+        return sum(map(len, self.calls))
+
+    def predict(self, data: Batch) -> Charges:
+        with self._lock:
+            self.calls.append(list(data.root))
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)  # a slow model, as InsuranceLikeModel's
+        rows = data.root if self.answer_rows is None else data.root[:self.answer_rows]
+        return Charges([self.single.predict(row) for row in rows])
