@@ -23,7 +23,7 @@ import threading
 import time
 import typing
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Callable
 
 from ml_base.decorator import MLModelDecorator
 from ml_base.ml_model import MLModel
@@ -286,24 +286,28 @@ class RedisCachingDecorator(MLModelDecorator):
             self._count_error("other", f"get_cached failed: {error}")
             return None
 
-    async def aget_cached(self, data: Any, remember_miss: bool = False) -> BaseModel | None:
+    async def aget_cached(self, data: Any, remember_miss: bool = False,
+                          build: Callable[[bytes, Callable[[bytes], BaseModel]], Any] | None = None) -> Any:
         """Async hit-only lookup (redis.asyncio, one client per event loop); None on miss or any error.
 
         remember_miss=True (the HTTP fast path, which hands misses to the route): a miss is remembered in
         the caller's context, so the predict() of the same input in that request skips its own lookup
-        (and counts the request as the miss or bypass this lookup was). A hit is counted as a request."""
+        (and counts the request as the miss or bypass this lookup was). A hit is counted as a request.
+        build(entry bytes, build_output): what a hit returns instead of the output model; the fast path
+        passes one that remembers each entry's rendered answer, so a hot entry is decoded and rendered
+        once, not on every hit. An exception it raises makes the entry a miss (counted as unreadable)."""
         try:
             self._require_model()
             if self._rows is not None:
                 return None  # batches are looked up row by row by the route's predict()
             key = self._keys.key(self._prepare_input(data))
-            output = self._local_lookup(key)
+            output = self._local_lookup(key, build)
             if output is None:
                 outcome = None
                 if self._breaker.allow():
                     started = _perf_counter()
                     try:
-                        output = self._from_redis(key, await self._backend.aget(key), data)
+                        output = self._from_redis(key, await self._backend.aget(key), data, build)
                     except CacheBackendError as error:
                         outcome = self._backend_failed(error)
                     finally:
@@ -414,14 +418,14 @@ class RedisCachingDecorator(MLModelDecorator):
                              f"entry ({rebuilt!r} instead of {output!r})")
         output.model_dump_json()
 
-    def _local_lookup(self, key: str) -> BaseModel | None:
+    def _local_lookup(self, key: str, build=None) -> Any:
         local = self._local
         if local is None:
             return None
         stored = local.get(key)
         if stored is None:
             return None
-        output = self._build_output(stored)
+        output = self._build_output(stored) if build is None else build(stored, self._build_output)
         self._metrics.local_hits.inc()
         return output
 
@@ -445,9 +449,10 @@ class RedisCachingDecorator(MLModelDecorator):
         metrics.lookup_seconds.observe(_perf_counter() - started)
         return self._from_redis(key, stored, data)
 
-    def _from_redis(self, key: str, stored: bytes | None, data: BaseModel | None = None) -> BaseModel | None:
-        """A Redis reply as an output (None: a miss, or an unreadable entry, counted). A stale entry is
-        served and, when `data` is known, refreshed in the background by one caller."""
+    def _from_redis(self, key: str, stored: bytes | None, data: BaseModel | None = None, build=None) -> Any:
+        """A Redis reply as an output, or as what `build` makes of it (None: a miss, or an unreadable
+        entry, counted). A stale entry is served and, when `data` is known, refreshed in the background
+        by one caller."""
         breaker = self._breaker
         if breaker.state != CLOSED or breaker.failures:
             if breaker.record_success():
@@ -459,7 +464,7 @@ class RedisCachingDecorator(MLModelDecorator):
             if self._stale:
                 stored, fresh_until, cost = unwrap(stored)
                 refresh = should_refresh(time.time(), fresh_until, cost, self.options.early_refresh_beta)
-            output = self._build_output(stored)
+            output = self._build_output(stored) if build is None else build(stored, self._build_output)
         except Exception as error:  # noqa: BLE001 - a corrupt entry is a miss; the SET replaces it
             self._count_error("decode", f"entry {key!r} is unreadable ({error}); it will be replaced")
             if self._flight is not None:

@@ -96,9 +96,29 @@ def predict_hit(http: httpx.Client, timeout: float = 60) -> None:
              "a Redis hit (miss first, then the stored entry)")
 
 
-def delete_and_stream(stack: Stack, http: httpx.Client, pod: str, settled, capsys, what: str) -> dict:
+def pods_report(stack: Stack, name: str) -> str:
+    """What a failed failover prints: the Redis pods (phase, readiness, restarts) and the tail of each one's
+    logs, Sentinels included, so the step that never came is visible."""
+    lines = []
+    for pod in items(stack.cluster, "pods", "-n", stack.models, "-l",
+                     f"app.kubernetes.io/instance={name},app.kubernetes.io/name=redis"):
+        meta, status = pod["metadata"], pod.get("status") or {}
+        restarts = [c.get("restartCount", 0) for c in status.get("containerStatuses") or []]
+        lines.append(f"--- {meta['name']} uid={meta['uid'][:8]} phase={status.get('phase')} "
+                     f"ready={condition(pod, 'Ready').get('status')} restarts={restarts} "
+                     f"deleting={bool(meta.get('deletionTimestamp'))}")
+        for container in [c["name"] for c in pod["spec"]["containers"]]:
+            logs = stack.kubectl("logs", "-n", stack.models, meta["name"], "-c", container, "--tail=25",
+                                 check=False)
+            lines.append(f"[{container}]\n{logs.stdout}{logs.stderr}")
+    return "\n".join(lines)
+
+
+def delete_and_stream(stack: Stack, http: httpx.Client, pod: str, settled, capsys, what: str,
+                      report=lambda: "") -> dict:
     """Delete `pod`, then send one prediction per poll until a hit arrives after `settled()` holds; returns the
-    status counts (transport errors by name). Fails on any prediction that is not a 200."""
+    status counts (transport errors by name). Fails on any prediction that is not a 200; a timeout prints
+    `report()`."""
     statuses: dict[int | str, int] = {}
     deleted = time.monotonic()
     stack.kubectl("delete", "pod", pod, "-n", stack.models, "--wait=false")
@@ -128,7 +148,7 @@ def delete_and_stream(stack: Stack, http: httpx.Client, pod: str, settled, capsy
         print(f"\n[real pods] {pod} deleted: {sent} predictions, {failed} not 200 ({statuses}); "
               f"settled after {times.get('settled', -1):.1f} s, hit after {times.get('hit', -1):.1f} s")
     assert failed == 0, f"predictions failed while {pod} was replaced: {statuses}"
-    assert "hit" in times, f"{what}: not within {FAILOVER_TIMEOUT} s ({statuses}, {times})"
+    assert "hit" in times, f"{what}: not within {FAILOVER_TIMEOUT} s ({statuses}, {times})\n{report()}"
     return statuses
 
 
@@ -192,12 +212,17 @@ def test_sentinel_mode_serves_hits_and_survives_deleting_its_primary(stack: Stac
                    "the replicas holding the entries the primary stored")
         old_uid = pod_uids(stack, name)[first]
 
-        def settled() -> bool:
-            now = primary()
-            return (bool(now) and now != first and pod_uids(stack, name).get(first) not in (None, old_uid)
-                    and all_ready(stack, name, 6) and role(stack, first) == "slave")
+        def state() -> dict:
+            return {"primary": primary(), "replaced": pod_uids(stack, name).get(first) not in (None, old_uid),
+                    "all ready": all_ready(stack, name, 6), f"role of {first}": role(stack, first)}
 
-        delete_and_stream(stack, http, first, settled, capsys, "failover done, old primary back as a replica, a hit")
+        def settled() -> bool:
+            now = state()
+            return (bool(now["primary"]) and now["primary"] != first and now["replaced"] and now["all ready"]
+                    and now[f"role of {first}"] == "slave")
+
+        delete_and_stream(stack, http, first, settled, capsys, "failover done, old primary back as a replica, a hit",
+                          report=lambda: f"{state()}\n{pods_report(stack, name)}")
     stack.wait(lambda: "master_link_status:up" in redis_cli(stack, first, "redis", "info", "replication"), 60,
                f"{first} replicating from the new primary")
     stack.wait(lambda: stack.ready(name), 120, f"CachedModel {name} Ready after the failover")
@@ -237,7 +262,8 @@ def test_cluster_mode_serves_hits_and_survives_deleting_a_primary(stack: Stack, 
                     and sum("master" in row[2] for row in live) == 3)
 
         delete_and_stream(stack, http, victim, settled, capsys,
-                          "failover done, the deleted node back as a replica (dead id forgotten), a hit")
+                          "failover done, the deleted node back as a replica (dead id forgotten), a hit",
+                          report=lambda: f"{nodes(victim)}\n{pods_report(stack, name)}")
     masters = [row for row in nodes(pods[1]) if "master" in row[2]]
     replicas = [row for row in nodes(pods[1]) if "slave" in row[2]]
     assert sorted(row[3] for row in replicas) == sorted(row[0] for row in masters), \

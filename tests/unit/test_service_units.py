@@ -15,7 +15,7 @@ from cachedmodel.service.__main__ import SettingsError, server_options
 from cachedmodel.service.config import ConfigurationFileError, config_path, load_configuration, parse_configuration
 from cachedmodel.service.errors import classify, is_json_content_type
 from cachedmodel.service.factory import prediction_endpoint
-from cachedmodel.service.fastpath import PredictionFastPath, model_name_of, output_body, render_json
+from cachedmodel.service.fastpath import PredictionFastPath, RenderedAnswers, model_name_of, output_body, render_json
 from cachedmodel.service.inputs import json_schema_integers_adapter
 from cachedmodel.service.openapi import document_contract
 
@@ -136,7 +136,8 @@ def test_contract_documents_every_error_answer_and_is_idempotent():
 
 
 class _Target:
-    """Stand-in for the decorator: a dict of cached outputs keyed by the validated input."""
+    """Stand-in for the decorator: a dict of cached outputs keyed by the validated input, each entry's
+    bytes its JSON (what `build` gets, with the function that turns them back into the output)."""
 
     class Input(BaseModel):
         value: int
@@ -146,9 +147,12 @@ class _Target:
     def __init__(self, cached):
         self.cached = cached
 
-    async def aget_cached(self, data, remember_miss=False):
+    async def aget_cached(self, data, remember_miss=False, build=None):
         assert remember_miss  # the fast path hands its miss to the route: one lookup per request
-        return self.cached.get(data.value)
+        output = self.cached.get(data.value)
+        if output is None:
+            return None
+        return build(output.model_dump_json().encode(), type(output).model_validate_json)
 
 
 def _call(app, body: bytes, content_type=b"application/json", path="/api/models/m/prediction"):
@@ -190,6 +194,30 @@ def test_fast_path_answers_hits_and_replays_the_body_on_misses_and_invalid_input
     assert seen[-1] == b'{"value": "x"' and sent[1]["body"] == b"from-route"
     _, sent = _call(app, b'{"value": 1}', content_type=b"text/plain")
     assert seen[-1] == b"{\"v" and sent[1]["body"] == b"from-route"  # not read by the fast path at all
+
+
+def test_rendered_answers_decode_and_render_an_entry_once_within_their_bounds():
+    class Out(BaseModel):
+        doubled: int
+
+    builds = []
+
+    def build_output(entry: bytes) -> Out:
+        builds.append(entry)
+        return Out.model_validate_json(entry)
+
+    answers = RenderedAnswers(max_entries=2)
+    assert answers(b'{"doubled":2}', build_output) == b'{"doubled":2}'
+    assert answers(b'{"doubled":2}', build_output) == b'{"doubled":2}' and len(builds) == 1  # kept
+    assert answers(b'{"doubled":3}', build_output) == b'{"doubled":3}' and len(answers) == 2
+    answers(b'{"doubled":4}', build_output)  # the map was full: it starts over
+    assert len(answers) == 1 and len(builds) == 3
+    big = b'{"doubled":%d}' % (10 ** (RenderedAnswers.MAX_ENTRY_BYTES + 1))
+    answers(big, lambda entry: {"doubled": "x" * 10})  # an entry too large to keep is rendered each time
+    assert len(answers) == 1
+    with pytest.raises(ValueError):  # an entry that cannot be built is no answer (the decorator's miss)
+        answers(b"not json", build_output)
+    assert len(answers) == 1
 
 
 def test_fast_path_answers_503_while_models_load():

@@ -31,31 +31,44 @@ START_SCRIPT = (
     '> /tmp/redis.conf && exec redis-server /tmp/redis.conf'
 )
 SENTINEL_DOWN_AFTER_MS = 5000
+SENTINEL_START_WAIT_SECONDS = 60  # how long a data pod waits for the Sentinels' answer (see the script)
 CLUSTER_NODE_TIMEOUT_MS = 5000
 
-# sentinel mode, data pod: follow the primary the Sentinels name; on a fresh deploy (no Sentinel answers, or
-# they know no replica yet) pod -0 is the primary. A Sentinel that still names this very pod while knowing
-# replicas names the pod that was just deleted: wait (bounded) for the failover rather than come back as an
-# empty primary that the replicas would copy.
+# sentinel mode, data pod: follow the primary the Sentinels name; on a fresh deploy (the Sentinels name pod -0
+# and know no replica yet) pod -0 is the primary. Two answers mean "wait" (bounded by START_WAIT_SECONDS,
+# within the startup probe): no Sentinel answers (they are starting, or this new pod's address is not yet
+# let through by the NetworkPolicy), or a Sentinel still names this very pod while knowing replicas (the pod
+# that was just deleted, before the failover). Coming back at once as an empty primary would make the
+# Sentinels keep it and the replicas copy it: every entry lost, and no failover.
 SENTINEL_DATA_SCRIPT = r"""set -eu
 umask 077
 export REDISCLI_AUTH="$REDIS_PASSWORD"
 me="$POD_NAME.$HEADLESS"
+conf="${TMPDIR:-/tmp}/redis.conf"
 ask() {
   for sentinel in $SENTINEL_HOSTS; do
     answer="$(timeout 3 redis-cli -h "$sentinel" -p 26379 --raw sentinel "$@" 2>/dev/null)" || continue
-    case "$answer" in ERR* | NOAUTH* | WRONGPASS* | NOPERM* | LOADING*) continue ;; esac
+    case "$answer" in "" | ERR* | NOAUTH* | WRONGPASS* | NOPERM* | LOADING*) continue ;; esac
     echo "$answer"
     return 0
   done
 }
-primary="$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1)"
-tries=0
-while [ "$primary" = "$me" ] && [ -n "$(ask replicas "$MASTER_NAME")" ] && [ "$tries" -lt 20 ]; do
-  echo "the Sentinels still name this pod the primary: waiting for their failover"
-  sleep 2
-  tries=$((tries + 1))
+deadline=$(($(date +%s) + START_WAIT_SECONDS))
+while :; do
   primary="$(ask get-master-addr-by-name "$MASTER_NAME" | head -n 1)"
+  if [ -z "$primary" ]; then
+    why="no Sentinel answers"
+  elif [ "$primary" = "$me" ] && [ -n "$(ask replicas "$MASTER_NAME")" ]; then
+    why="the Sentinels still name this pod the primary"
+  else
+    break
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "$why after ${START_WAIT_SECONDS}s: starting anyway"
+    break
+  fi
+  echo "$why: waiting"
+  sleep 2
 done
 if [ -z "$primary" ]; then primary="$FIRST_NODE"; fi
 {
@@ -63,9 +76,9 @@ if [ -z "$primary" ]; then primary="$FIRST_NODE"; fi
   printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD"
   echo "replica-announce-ip $me"
   if [ "$primary" != "$me" ]; then echo "replicaof $primary 6379"; fi
-} > /tmp/redis.conf
+} > "$conf"
 if [ "$primary" = "$me" ]; then echo "starting as the primary"; else echo "starting as replica of $primary"; fi
-exec redis-server /tmp/redis.conf
+exec redis-server "$conf"
 """
 
 # sentinel mode, Sentinel pod: monitor the primary the other Sentinels know (pod -0 on a fresh deploy).
@@ -201,8 +214,11 @@ SCRIPTS = {"standalone": START_SCRIPT, "sentinel-data": SENTINEL_DATA_SCRIPT, "s
            "cluster-data": CLUSTER_DATA_SCRIPT, "cluster-agent": CLUSTER_AGENT_SCRIPT}
 READY_PING = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep -q PONG'
 READY_CLUSTER = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli cluster info | grep -q "^cluster_state:ok"'
-READY_SENTINEL = ('REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -p 26379 sentinel get-master-addr-by-name '
-                  '"$MASTER_NAME" | grep -q .')
+# A Sentinel is ready once it monitors the primary AND knows a healthy replica of it (flags exactly "slave"):
+# it learns replicas from the primary's INFO, some seconds after it starts, and a primary lost before that
+# cannot be failed over ("-failover-abort-no-good-slave"). So Ready means a failover is possible.
+READY_SENTINEL = ('REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -p 26379 --raw sentinel replicas "$MASTER_NAME" '
+                  '| awk \'prev == "flags" && $0 == "slave" { ok = 1 } { prev = $0 } END { exit !ok }\'')
 
 
 def redis_conf(cm: CachedModel) -> str:
@@ -290,7 +306,8 @@ def _data_container(cm: CachedModel) -> dict:
         script = START_SCRIPT
     elif mode == "sentinel":
         script = SENTINEL_DATA_SCRIPT
-        env += [_pod_name_env(), _env("HEADLESS", headless), *_sentinel_env(cm)]
+        env += [_pod_name_env(), _env("HEADLESS", headless), *_sentinel_env(cm),
+                _env("START_WAIT_SECONDS", str(SENTINEL_START_WAIT_SECONDS))]
     else:
         script = CLUSTER_DATA_SCRIPT
         ports.append({"name": "cluster-bus", "containerPort": CLUSTER_BUS_PORT, "protocol": "TCP"})
@@ -313,8 +330,10 @@ def _data_container(cm: CachedModel) -> dict:
             {"name": "data", "mountPath": "/data"},
         ],
     }
-    if mode == "sentinel":  # the start may wait ~40 s for a failover: no liveness verdict before it listens
-        container["startupProbe"] = {"tcpSocket": {"port": "redis"}, "periodSeconds": 2, "failureThreshold": 45}
+    if mode == "sentinel":  # the start may wait for the Sentinels (START_WAIT_SECONDS, plus up to 2 asks of
+        # 3 x 3 s that time out): no liveness verdict before it listens
+        container["startupProbe"] = {"tcpSocket": {"port": "redis"}, "periodSeconds": 2,
+                                     "failureThreshold": (SENTINEL_START_WAIT_SECONDS + 30) // 2}
     return container
 
 

@@ -222,12 +222,19 @@ def create_service_app(configuration: ServiceConfiguration, wait_for_model_creat
     settings = key_trace_settings(os.environ)
     key_traces = KeyTraces(KeyTraceWriter(settings.path, settings.max_bytes) if settings.path else None)
 
+    ready = []
+
     def unavailable() -> str | None:
-        """Every prediction request asks this first (the fast path): ours replace the stock routes then."""
+        """Every prediction request asks this first (the fast path): ours replace the stock routes then.
+        Once the models are loaded that is final (rest-model-service sets STARTED once), so from then on
+        this is one list test per request."""
+        if ready:
+            return None
         reason = unavailable_reason()
         if reason is None:
             prediction_routes.ensure()
             key_traces.ensure()
+            ready.append(True)
         return reason
 
     def model_names() -> list[str]:

@@ -59,7 +59,9 @@ def test_every_variable_a_script_reads_is_in_its_containers_env(mode, env_names)
         assigned = set(re.findall(r"^\s*(?:for\s+)?([a-z_]+)=|^\s*for ([a-z_]+) in", script, re.M))
         assigned = {name for pair in assigned for name in pair if name}
         assigned |= set(re.findall(r"for ([a-z_]+) in", script))
-        read = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", script)) - assigned
+        defaulted = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-", script))  # safe under set -u
+        read = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", script)) - assigned - defaulted
+        read |= set(re.findall(r"\$\(\(.*?\b([A-Z_][A-Z0-9_]*)\b.*?\)\)", script))  # $((NAME)) reads NAME too
         given = {e["name"] for e in container["env"]}
         assert read <= given, f"{container['name']} reads {sorted(read - given)} that its env lacks"
     assert env_names <= {e["name"] for e in containers[0]["env"]}
