@@ -6,7 +6,7 @@
    `prefix/model/version/<decimal 64-bit hash>` -> JSON of the output;
 3. model calls when 64 threads miss the same key at once (with and without single-flight).
 
-Targets: Redis hit p50 <= 1.15x raw GET, local-tier hit p50 <= 10 us (timed back to back, the way a hot
+Targets: Redis hit p50 <= 1.15x raw GET, local-tier hit p50 <= 3 us including the key (timed back to back, the way a hot
 tier runs), bytes/entry <= 0.6x naive,
 exactly 1 model call in the stampede. Run with `make bench` (bounded: well under a minute).
 """
@@ -30,7 +30,7 @@ MODEL_NAME, MODEL_VERSION, PREFIX = "insurance_charges_model", "0.1.0", "cache"
 ITERATIONS = 10000
 ENTRIES = 500
 STAMPEDE_THREADS = 64
-TARGETS = {"redis_hit_p50_ratio_max": 1.15, "local_hit_p50_us_max": 10.0, "bytes_ratio_max": 0.6,
+TARGETS = {"redis_hit_p50_ratio_max": 1.15, "local_hit_p50_us_max": 3.0, "bytes_ratio_max": 0.6,
            "stampede_model_calls": 1}
 CHOICES = [(serder, compression) for serder in ("MessagePack", "JSON") for compression in (False, True)]
 

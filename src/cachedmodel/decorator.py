@@ -35,7 +35,7 @@ from cachedmodel.circuit import CLOSED, CircuitBreaker
 from cachedmodel.codecs import VALUE_FORMAT, DecodeError, ValueCodec
 from cachedmodel.freshness import should_refresh, unwrap, wrap
 from cachedmodel.keys import KeyBuilder, namespace_bytes
-from cachedmodel.local_cache import LocalCache
+from cachedmodel.local_cache import LocalCache, fresh_copy, shareable_output
 from cachedmodel.metrics import BurstLogger, ModelMetrics
 from cachedmodel.options import CacheOptions, ConfigurationError, parse_options
 from cachedmodel.redis_info import SAMPLER
@@ -189,6 +189,7 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_validate_output"] = output_type.model_validate
         state["_output_is_root"] = issubclass(output_type, RootModel)
         state["_output_extra"] = output_type.model_config.get("extra") == "allow"
+        state["_keep_outputs"] = shareable_output(output_type)  # local tier: keep built outputs (local_cache)
         state["_round_fields"] = options.reduced_precision_fields or ()
         state["_metrics"] = ModelMetrics(name)
         state["_events"] = BurstLogger(name)
@@ -418,23 +419,38 @@ class RedisCachingDecorator(MLModelDecorator):
                              f"entry ({rebuilt!r} instead of {output!r})")
         output.model_dump_json()
 
+    def _local_put(self, key: bytes, stored: bytes, output: BaseModel | None) -> None:
+        """Keep an entry in the local tier: its bytes, and a copy of its output when copies are cheap and
+        safe (the caller keeps `output` itself)."""
+        self._local.put(key, (stored, fresh_copy(output) if output is not None and self._keep_outputs else None))
+
     def _local_lookup(self, key: str, build=None) -> Any:
         local = self._local
         if local is None:
             return None
-        stored = local.get(key)
-        if stored is None:
+        entry = local.get(key)
+        if entry is None:
             return None
-        output = self._build_output(stored) if build is None else build(stored, self._build_output)
+        stored, kept = entry
+        if build is not None:
+            output = build(stored, self._build_output)
+        elif kept is not None:
+            output = fresh_copy(kept)
+        else:
+            output = self._build_output(stored)
         self._metrics.local_hits.inc()
         return output
 
     def _lookup(self, key: str, data: BaseModel | None = None) -> Any:
         """Local tier, then Redis (unless the circuit is open): the output, None (a miss), or a _NoAnswer
         (the model answers; a bypass with its reason, and whether to store)."""
-        if self._local is not None:
-            output = self._local_lookup(key)
-            if output is not None:
+        local = self._local
+        if local is not None:
+            entry = local.get(key)
+            if entry is not None:  # (the usual local hit inlined: _local_lookup without its layers)
+                kept = entry[1]
+                output = fresh_copy(kept) if kept is not None else self._build_output(entry[0])
+                self._metrics.local_hits.inc()
                 return output
         breaker = self._breaker
         if not breaker.allow():
@@ -471,7 +487,7 @@ class RedisCachingDecorator(MLModelDecorator):
                 self._flight.forget(key)  # so the miss really recomputes and rewrites it
             return None
         if self._local is not None and not refresh:
-            self._local.put(key, stored)
+            self._local_put(key, stored, output if build is None else None)
         self._metrics.redis_hits.inc()
         if refresh:
             self._metrics.stale_hits.inc()
@@ -609,7 +625,7 @@ class RedisCachingDecorator(MLModelDecorator):
             self._count_error("encode", f"cannot cache the output: {error}")
             return output, False
         if self._local is not None:
-            self._local.put(key, stored)
+            self._local_put(key, stored, output)
         if not store or not self._breaker.allow():
             return output, False
         try:
@@ -722,7 +738,7 @@ class RedisCachingDecorator(MLModelDecorator):
                     view._count_error("encode", f"cannot cache the row output: {error}")
                     continue
                 if view._local is not None:
-                    view._local.put(keys[index], value)
+                    view._local_put(keys[index], value, output)
                 items.append((keys[index], view._stored_value(value, cost)))
             stored = store and bool(items) and view._breaker.allow() and self._store_rows(view, items)
             for index in lead:

@@ -169,13 +169,14 @@ class KeyBuilder:
             extra = data.__pydantic_extra__
             if extra:
                 values = (*values, extra)  # a dict: canonicalised by the container path below
-        for value in values:
-            kind = type(value)
-            if kind not in _LEAF_TYPES:
-                if isinstance(value, (dict, list, tuple)):
-                    values = _sorted_maps(values)  # rare path: containers may hold dicts
-                    break
-                _LEAF_TYPES.add(kind)  # enums, datetimes...: never walked again
+        if not _LEAF_TYPES.issuperset(map(type, values)):  # (one C call for the usual all-leaves case)
+            for value in values:
+                kind = type(value)
+                if kind not in _LEAF_TYPES:
+                    if isinstance(value, (dict, list, tuple)):
+                        values = _sorted_maps(values)  # rare path: containers may hold dicts
+                        break
+                    _LEAF_TYPES.add(kind)  # enums, datetimes...: never walked again
         try:
             body = _packer().pack(values)
         except OverflowError:

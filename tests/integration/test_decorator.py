@@ -128,6 +128,28 @@ def test_local_tier_answers_without_redis_and_expires(redis_server, client):
     assert metric("cachedmodel_cache_hits_total", model="local_model", tier="local") == 1
 
 
+def test_local_tier_hits_are_the_callers_own_objects(redis_server, client):
+    """The local tier keeps a built output and hands out copies: what a caller does to its answer (a
+    miss's, a Redis hit's or a local hit's) never reaches the next caller."""
+    model, decorator = make(redis_server, InsuranceLikeModel(qualified_name="local_owned"), local_cache_size=10)
+    data = sample_input()
+    miss = decorator.predict(data)
+    charges = miss.charges
+    miss.charges = -1.0  # the caller changes the miss's answer, which the local tier also keeps
+    hit = decorator.predict(data)
+    assert hit.charges == charges and hit is not miss and hit.model_fields_set == {"charges"}
+    hit.charges = -2.0
+    again = decorator.predict(data)
+    assert again.charges == charges and again is not hit and model.calls == 1
+    assert metric("cachedmodel_cache_hits_total", model="local_owned", tier="local") == 2
+    _, other = make(redis_server, InsuranceLikeModel(qualified_name="local_owned"), local_cache_size=10)
+    from_redis = other.predict(data)  # a Redis hit fills the other process's local tier
+    from_redis.charges = -3.0
+    assert other.predict(data).charges == charges
+    other.close()
+    decorator.close()
+
+
 def test_stampede_of_64_threads_calls_the_model_once(redis_server):
     model, decorator = make(redis_server, InsuranceLikeModel(qualified_name="stampede_model", delay_seconds=0.3))
     barrier = threading.Barrier(64)

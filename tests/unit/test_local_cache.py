@@ -74,3 +74,48 @@ def test_threads_hammering_one_cache_see_no_errors_and_the_bound_holds():
 def test_ttl_must_be_a_finite_positive_number():
     with pytest.raises(ValueError):
         LocalCache(1, float("nan"))
+
+
+def test_outputs_are_kept_only_when_a_shallow_copy_is_a_new_output():
+    import datetime
+    import enum
+    from typing import Annotated, Literal, Optional
+
+    from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel
+
+    from cachedmodel.local_cache import fresh_copy, shareable_output
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    class Flat(BaseModel):
+        charges: float
+        count: Annotated[int, Field(ge=0)] = 0
+        label: Optional[str] = None
+        color: Color = Color.RED
+        kind: Literal["a", "b"] = "a"
+        when: datetime.datetime | None = None
+
+    class Nested(BaseModel):
+        items: list[float]
+
+    class WithModel(BaseModel):
+        inner: Flat
+
+    class Extra(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        charges: float
+
+    class Private(BaseModel):
+        charges: float
+        _seen: list = PrivateAttr(default_factory=list)
+
+    assert shareable_output(Flat)
+    assert not any(shareable_output(schema) for schema in (Nested, WithModel, Extra, Private, RootModel[float]))
+    original = Flat(charges=1.5, label="x")
+    copy = fresh_copy(original)
+    assert copy == original and copy is not original and copy.model_dump() == original.model_dump()
+    assert copy.model_fields_set == {"charges", "label"}
+    copy.charges, copy.count = 2.5, 3
+    assert original.charges == 1.5 and original.model_fields_set == {"charges", "label"}
+    assert copy.model_fields_set == {"charges", "label", "count"}

@@ -106,7 +106,7 @@ class _Target:
     def __init__(self):
         self.asked = 0
 
-    async def aget_cached(self, data, remember_miss=False):
+    async def aget_cached(self, data, remember_miss=False, build=None):
         self.asked += 1
         return None
 

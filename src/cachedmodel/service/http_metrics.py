@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-REQUESTS = Counter("http_requests_total", "HTTP requests answered, by method, route template and status.",
-                   ["method", "route", "status"])
+from cachedmodel.metrics import TallyCounter
+
+REQUESTS = TallyCounter("http_requests", "HTTP requests answered, by method, route template and status.",
+                        ["method", "route", "status"])
 LATENCY = Histogram("http_request_duration_seconds", "Time to answer an HTTP request, by method, route and status.",
                     ["method", "route", "status"],
                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
