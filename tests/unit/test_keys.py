@@ -176,3 +176,22 @@ def test_keys_with_extra_fields_are_pinned():
     assert OPEN_KEYS.key(Open(a=1, b="x", tier="gold", n=2)).decode() == "jtwNLDjxtLbG4ei91Rvbeg"
     assert OPEN_KEYS.key(Open(n=2, tier="gold", b="x", a=1)).decode() == "jtwNLDjxtLbG4ei91Rvbeg"
     assert KEYS.key(Anything(a=Open(a=1, z=[1]))).decode() == "WqZ-h8KSbSh3HK1M0nJAwQ"
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=scalars, b=scalars)
+def test_remembered_keys_are_the_keys_computed_afresh(a, b):
+    """Small bodies' keys are remembered per builder: a remembered key must be the one blake2b gives."""
+    data = Anything(a=a, b=b)
+    warm = builder()
+    first, again = warm.key(data), warm.key(data)  # the second comes from the memory (when small enough)
+    assert first == again == builder().key(data)
+
+
+def test_the_memory_of_keys_is_bounded():
+    keys = builder()
+    for index in range(KeyBuilder.KNOWN_MAX + 10):
+        keys.key(Anything(a=index))
+    assert 0 < len(keys._known) <= KeyBuilder.KNOWN_MAX
+    keys.key(Anything(a="x" * (KeyBuilder.KNOWN_BODY_BYTES + 1)))  # too large to remember
+    assert all(len(body) <= KeyBuilder.KNOWN_BODY_BYTES for body in keys._known)
