@@ -251,9 +251,17 @@ class RedisCachingDecorator(MLModelDecorator):
         if self._key_trace is not None:
             self._key_trace(key)
         prior = _PRIOR_LOOKUP.get()
-        if prior is not None and prior[0] is self:
-            _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
-        output = prior[2] if prior is not None and prior[0] is self and prior[1] == key else self._lookup(key, data)
+        if prior is None:
+            local = self._local
+            entry = local.get(key) if local is not None else None
+            if entry is not None and entry[1] is not None:  # the usual local hit, without _lookup's layers
+                metrics.local_hits.inc()
+                return fresh_copy(entry[1])
+            output = self._lookup(key, data)
+        else:
+            if prior[0] is self:
+                _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
+            output = prior[2] if prior[0] is self and prior[1] == key else self._lookup(key, data)
         store = True
         if output is None:
             metrics.misses.inc()
