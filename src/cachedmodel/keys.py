@@ -185,7 +185,11 @@ class KeyBuilder:
                         break
                     _LEAF_TYPES.add(kind)  # enums, datetimes...: never walked again
         try:
-            body = _packer().pack(values)
+            try:
+                packer = _thread_state.packer
+            except AttributeError:
+                packer = _packer()
+            body = packer.pack(values)
         except OverflowError:
             body = canonical_bytes(_widen_big_ints(list(values)))
         known = self._known
