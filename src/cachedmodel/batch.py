@@ -46,26 +46,11 @@ class RowModel(MLModel):
 
     display_name = "row view"
     description = "row view of a batch model"
+    qualified_name = version = input_schema = output_schema = None  # MLModel's abstract names, set per view
 
     def __init__(self, qualified_name: str, version: str, input_schema: type, output_schema: type):
-        self._qualified_name, self._version = qualified_name, version
-        self._input_schema, self._output_schema = input_schema, output_schema
-
-    @property
-    def qualified_name(self) -> str:
-        return self._qualified_name
-
-    @property
-    def version(self) -> str:
-        return self._version
-
-    @property
-    def input_schema(self) -> type:
-        return self._input_schema
-
-    @property
-    def output_schema(self) -> type:
-        return self._output_schema
+        self.qualified_name, self.version = qualified_name, version
+        self.input_schema, self.output_schema = input_schema, output_schema
 
     def predict(self, data: Any) -> Any:
         raise RuntimeError("a row view never predicts; the batch model does")

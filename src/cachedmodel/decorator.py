@@ -251,17 +251,9 @@ class RedisCachingDecorator(MLModelDecorator):
         if self._key_trace is not None:
             self._key_trace(key)
         prior = _PRIOR_LOOKUP.get()
-        if prior is None:
-            local = self._local
-            entry = local.get(key) if local is not None else None
-            if entry is not None and entry[1] is not None:  # the usual local hit, without _lookup's layers
-                metrics.local_hits.inc()
-                return fresh_copy(entry[1])
-            output = self._lookup(key, data)
-        else:
-            if prior[0] is self:
-                _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
-            output = prior[2] if prior[0] is self and prior[1] == key else self._lookup(key, data)
+        if prior is not None and prior[0] is self:
+            _PRIOR_LOOKUP.set(None)  # used once: any later predict() in this context looks up itself
+        output = prior[2] if prior is not None and prior[0] is self and prior[1] == key else self._lookup(key, data)
         store = True
         if output is None:
             metrics.misses.inc()
@@ -452,13 +444,9 @@ class RedisCachingDecorator(MLModelDecorator):
     def _lookup(self, key: str, data: BaseModel | None = None) -> Any:
         """Local tier, then Redis (unless the circuit is open): the output, None (a miss), or a _NoAnswer
         (the model answers; a bypass with its reason, and whether to store)."""
-        local = self._local
-        if local is not None:
-            entry = local.get(key)
-            if entry is not None:  # (the usual local hit inlined: _local_lookup without its layers)
-                kept = entry[1]
-                output = fresh_copy(kept) if kept is not None else self._build_output(entry[0])
-                self._metrics.local_hits.inc()
+        if self._local is not None:
+            output = self._local_lookup(key)
+            if output is not None:
                 return output
         breaker = self._breaker
         if not breaker.allow():

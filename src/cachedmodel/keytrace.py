@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Mapping
 
+from cachedmodel.env import byte_count
+
 logger = logging.getLogger("cachedmodel")
 
 TRACE_ENV = "CACHEDMODEL_KEY_TRACE"
@@ -35,13 +37,7 @@ class KeyTraceSettings:
 def key_trace_settings(environ: Mapping[str, str]) -> KeyTraceSettings:
     """Pure: environment -> settings (unset or empty CACHEDMODEL_KEY_TRACE: off)."""
     path = environ.get(TRACE_ENV) or None
-    size_text = environ.get(MAX_BYTES_ENV) or str(DEFAULT_MAX_BYTES)
-    try:
-        size = int(size_text)
-    except ValueError:
-        raise KeyTraceSettingsError(f"{MAX_BYTES_ENV} must be a whole number of bytes, got {size_text!r}") from None
-    if size < 1:
-        raise KeyTraceSettingsError(f"{MAX_BYTES_ENV} must be at least 1, got {size}")
+    size = byte_count(environ, MAX_BYTES_ENV, DEFAULT_MAX_BYTES, KeyTraceSettingsError)
     if path is not None:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):

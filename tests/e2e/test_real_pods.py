@@ -24,6 +24,7 @@ All traffic goes to the bridge's pod and Service addresses (checked with cluster
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -375,6 +376,31 @@ def test_bad_hashing_field_crashes_the_model_and_model_ready_names_it(stack: Sta
                120, f"children of {name} gone")
 
 
+@contextlib.contextmanager
+def probe_pod(stack: Stack, probe: str = "netpol-probe"):
+    """A Ready pod of the model image without the model's labels (what a NetworkPolicy must keep out of
+    Redis), deleted afterwards."""
+    try:
+        stack.kubectl("apply", "-n", stack.models, "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": probe}},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                     "terminationGracePeriodSeconds": 1,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": MODEL_UID,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "probe", "image": MODEL_IMAGE, "imagePullPolicy": "IfNotPresent",
+                                     "command": ["python", "-c", "import time; time.sleep(600)"],
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "readOnlyRootFilesystem": True,
+                                                         "capabilities": {"drop": ["ALL"]}}}]}}))
+        stack.kubectl("wait", "-n", stack.models, f"pod/{probe}", "--for=condition=Ready", "--timeout=120s",
+                      timeout=150)
+        yield probe
+    finally:
+        stack.kubectl("delete", "pod", probe, "-n", stack.models, "--grace-period=0", "--force",
+                      "--ignore-not-found", "--wait=true", "--timeout=60s", check=False, timeout=90)
+
+
 def _connect(stack: Stack, pod: str, container: str, address: str, port: int) -> str:
     bridge_target(stack.cluster, address)
     return stack.exec(pod, container, "python", "-c", CONNECT, address, str(port)).stdout.strip()
@@ -406,22 +432,7 @@ def test_network_policy_lets_only_model_pods_reach_redis(stack: Stack):
         assert stack.cluster.network.owns(address), address
     policy = get_json(stack.cluster, "networkpolicy", f"{stack.name}-redis", "-n", stack.models)
     assert policy, "the operator made no NetworkPolicy"
-    probe = "netpol-probe"
-    stack.kubectl("apply", "-n", stack.models, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": probe}},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
-                 "terminationGracePeriodSeconds": 1,
-                 "securityContext": {"runAsNonRoot": True, "runAsUser": MODEL_UID,
-                                     "seccompProfile": {"type": "RuntimeDefault"}},
-                 "containers": [{"name": "probe", "image": MODEL_IMAGE, "imagePullPolicy": "IfNotPresent",
-                                 "command": ["python", "-c", "import time; time.sleep(600)"],
-                                 "securityContext": {"allowPrivilegeEscalation": False,
-                                                     "readOnlyRootFilesystem": True,
-                                                     "capabilities": {"drop": ["ALL"]}}}]}}))
-    try:
-        stack.kubectl("wait", "-n", stack.models, f"pod/{probe}", "--for=condition=Ready", "--timeout=120s",
-                      timeout=150)
+    with probe_pod(stack) as probe:
         model_pod = f"deployment/{stack.name}"
         # a model pod reaches Redis (its Service and its pod address) ...
         wait_for(lambda: _connect(stack, model_pod, "model", redis_ip, 6379) == "connected", 30,
@@ -441,9 +452,6 @@ def test_network_policy_lets_only_model_pods_reach_redis(stack: Stack):
                       "app.kubernetes.io/component=model")
         wait_for(lambda: _connect(stack, f"pod/{probe}", "probe", redis_ip, 6379) == "connected", 60,
                  "probe pod with the model's labels -> Redis")
-    finally:
-        stack.kubectl("delete", "pod", probe, "-n", stack.models, "--grace-period=0", "--force",
-                      "--ignore-not-found", "--wait=true", "--timeout=60s", check=False, timeout=90)
 
 
 def test_deleting_the_cachedmodels_and_uninstalling_leaves_nothing(stack: Stack):

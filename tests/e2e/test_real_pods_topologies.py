@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.helpers import CHART_DIR, CRD_NAME, bridge_target, condition, example_cachedmodel, get_json, items, wait_for
 from tests.e2e.operator_runner import DeployedOperator
-from tests.e2e.test_real_pods import CONNECT, MODEL_IMAGE, MODEL_UID, PREDICT_PATH, PREDICTION, READY_TIMEOUT, Stack
+from tests.e2e.test_real_pods import CONNECT, PREDICT_PATH, PREDICTION, READY_TIMEOUT, Stack, probe_pod
 from cachedmodel.testing.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs_real_pods]
@@ -161,31 +161,13 @@ def connect(stack: Stack, target: str, container: str, address: str, port: int) 
 def check_network_policy(stack: Stack, name: str, ports: dict[str, int]) -> None:
     """The model pod reaches every Redis pod's client port (`ports`: pod -> port); a pod without the model's
     labels reaches none of them."""
-    probe = "netpol-probe"
-    stack.kubectl("apply", "-n", stack.models, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": probe}},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
-                 "terminationGracePeriodSeconds": 1,
-                 "securityContext": {"runAsNonRoot": True, "runAsUser": MODEL_UID,
-                                     "seccompProfile": {"type": "RuntimeDefault"}},
-                 "containers": [{"name": "probe", "image": MODEL_IMAGE, "imagePullPolicy": "IfNotPresent",
-                                 "command": ["python", "-c", "import time; time.sleep(600)"],
-                                 "securityContext": {"allowPrivilegeEscalation": False,
-                                                     "readOnlyRootFilesystem": True,
-                                                     "capabilities": {"drop": ["ALL"]}}}]}}))
-    try:
-        stack.kubectl("wait", "-n", stack.models, f"pod/{probe}", "--for=condition=Ready", "--timeout=120s",
-                      timeout=150)
+    with probe_pod(stack) as probe:
         for pod, port in ports.items():
             address = get_json(stack.cluster, "pod", pod, "-n", stack.models)["status"]["podIP"]
             wait_for(lambda: connect(stack, f"deployment/{name}", "model", address, port) == "connected", 30,
                      f"model pod -> {pod}:{port}")
             outcome = connect(stack, f"pod/{probe}", "probe", address, port)
             assert outcome.startswith("failed:"), f"a pod without the model's labels reached {pod}:{port}: {outcome}"
-    finally:
-        stack.kubectl("delete", "pod", probe, "-n", stack.models, "--grace-period=0", "--force",
-                      "--ignore-not-found", "--wait=true", "--timeout=60s", check=False, timeout=90)
 
 
 def test_sentinel_mode_serves_hits_and_survives_deleting_its_primary(stack: Stack, capsys):

@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
+from cachedmodel.env import byte_count
+
 MAX_BODY_ENV = "CACHEDMODEL_MAX_BODY_BYTES"
 BODY_TIMEOUT_ENV = "CACHEDMODEL_BODY_TIMEOUT_SECONDS"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -34,13 +36,7 @@ class RequestLimits:
 
 def request_limits(environ: Mapping[str, str]) -> RequestLimits:
     """Pure: environment -> RequestLimits (empty or unset variables keep the defaults)."""
-    size_text = environ.get(MAX_BODY_ENV) or str(DEFAULT_MAX_BODY_BYTES)
-    try:
-        size = int(size_text)
-    except ValueError:
-        raise SettingsError(f"{MAX_BODY_ENV} must be a whole number of bytes, got {size_text!r}") from None
-    if size < 1:
-        raise SettingsError(f"{MAX_BODY_ENV} must be at least 1, got {size}")
+    size = byte_count(environ, MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, SettingsError)
     timeout_text = environ.get(BODY_TIMEOUT_ENV) or str(DEFAULT_BODY_TIMEOUT_SECONDS)
     try:
         timeout = float(timeout_text)

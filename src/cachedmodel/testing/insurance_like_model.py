@@ -45,24 +45,16 @@ class InsuranceLikeModel(MLModel):
     description = "Deterministic stand-in for the insurance charges model"
     input_schema = InsuranceInput
     output_schema = InsuranceOutput
+    qualified_name = version = None  # MLModel's abstract names, set per instance
 
     def __init__(self, qualified_name: str = "insurance_like_model", version: str = "1.0.0",
                  delay_seconds: float = 0.0):
-        self._qualified_name = qualified_name
-        self._version = version
+        self.qualified_name, self.version = qualified_name, version
         self.delay_seconds = delay_seconds
         self.fail_with: Exception | None = None
         self.calls = 0
         self.seen: list[InsuranceInput] = []
         self._lock = threading.Lock()
-
-    @property
-    def qualified_name(self) -> str:
-        return self._qualified_name
-
-    @property
-    def version(self) -> str:
-        return self._version
 
     def predict(self, data: InsuranceInput) -> InsuranceOutput:
         with self._lock:
@@ -94,23 +86,16 @@ class BatchInsuranceLikeModel(MLModel):
 
     display_name = description = "Insurance-like batch test model"
     input_schema, output_schema = Batch, Charges
+    qualified_name = version = None  # MLModel's abstract names, set per instance
 
     def __init__(self, qualified_name: str = "insurance_like_batch_model", version: str = "1.0.0",
                  delay_seconds: float = 0.0, answer_rows: int | None = None):
-        self._qualified_name, self._version = qualified_name, version
+        self.qualified_name, self.version = qualified_name, version
         self.single = InsuranceLikeModel(qualified_name=qualified_name, version=version)
         self.calls: list[list[InsuranceInput]] = []
         self.delay_seconds = delay_seconds
         self.answer_rows = answer_rows
         self._lock = threading.Lock()
-
-    @property
-    def qualified_name(self) -> str:
-        return self._qualified_name
-
-    @property
-    def version(self) -> str:
-        return self._version
 
     @property
     def rows_seen(self) -> int:
