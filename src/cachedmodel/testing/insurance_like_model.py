@@ -52,6 +52,7 @@ class InsuranceLikeModel(MLModel):
         self.qualified_name, self.version = qualified_name, version
         self.delay_seconds = delay_seconds
         self.fail_with: Exception | None = None
+        self.gate: threading.Event | None = None  # set: predict() waits (at most 30 s) until it opens
         self.calls = 0
         self.seen: list[InsuranceInput] = []
         self._lock = threading.Lock()
@@ -60,6 +61,8 @@ class InsuranceLikeModel(MLModel):
         with self._lock:
             self.calls += 1
             self.seen.append(data)
+        if self.gate is not None and not self.gate.wait(30):
+            raise TimeoutError("the test never opened the model's gate")
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         if self.fail_with is not None:
