@@ -114,7 +114,7 @@ def test_a_hung_redis_costs_one_timeout_per_request(http, store):
     finally:
         os.kill(store.process.pid, signal.SIGCONT)
     assert answer.status_code == 200 and answer.json()["charges"] != expected.json()["charges"]
-    assert SOCKET_TIMEOUT * 0.9 <= elapsed < SOCKET_TIMEOUT * 1.6, f"{elapsed:.3f}s for a {SOCKET_TIMEOUT}s timeout"
+    assert SOCKET_TIMEOUT * 0.9 <= elapsed < SOCKET_TIMEOUT * 1.9, f"{elapsed:.3f}s: not one {SOCKET_TIMEOUT}s timeout"
     client = redis.Redis.from_url(store.url, socket_timeout=5)
     wait_until(lambda: client.ping(), 10, what="redis-server to answer after SIGCONT")
 

@@ -68,13 +68,17 @@ def test_a_failing_lease_holder_does_not_stall_the_others(server, tmp_path):
 def test_redis_down_falls_back_to_in_process_single_flight(tmp_path):
     server = RedisServer().start()
     calls = str(tmp_path / "calls")
-    decorator = RedisCachingDecorator(CountingModel(calls, delay_seconds=0.3, qualified_name="lease_down_model"),
-                                      url=server.url, shared_single_flight=True)
+    model = CountingModel(calls, delay_seconds=0.0, qualified_name="lease_down_model")
+    decorator = RedisCachingDecorator(model, url=server.url, shared_single_flight=True)
     server.stop()
     data = sample_input(age=62)
     answers = []
+    model.gate = threading.Event()  # the model answers once all 8 callers share its call
     threads = [threading.Thread(target=lambda: answers.append(decorator.predict(data))) for _ in range(8)]
     [thread.start() for thread in threads]
+    key = decorator.cache_key(data).encode()
+    wait_until(lambda: decorator._flight.waiters(key) == 7, 30, what="the other 7 callers to share the call")
+    model.gate.set()
     [thread.join(20) for thread in threads]
     assert len(answers) == 8 and model_calls(calls) == 1
     decorator.close()
@@ -83,7 +87,7 @@ def test_redis_down_falls_back_to_in_process_single_flight(tmp_path):
 def test_hot_key_expiry_serves_stale_and_refreshes_once(server, tmp_path):
     name = "stale_model"
     calls = str(tmp_path / "calls")
-    model = CountingModel(calls, delay_seconds=0.5, qualified_name=name)
+    model = CountingModel(calls, delay_seconds=0.0, qualified_name=name)
     decorator = RedisCachingDecorator(model, url=server.url, ttl_seconds=1, stale_seconds=60)
     data = sample_input(age=40)
     expected = decorator.predict(data)
@@ -93,20 +97,13 @@ def test_hot_key_expiry_serves_stale_and_refreshes_once(server, tmp_path):
     assert 1 < ttl <= 61  # kept for ttl + stale
     fresh_until = unwrap(_raw_get(server.port, key))[1]
     wait_until(lambda: time.time() > fresh_until + 0.05, 5, what="the entry to go stale")
-    latencies, answers = [], []
-    barrier = threading.Barrier(32)
-
-    def caller():
-        barrier.wait(10)
-        started = time.monotonic()
-        answers.append(decorator.predict(data))
-        latencies.append(time.monotonic() - started)
-
-    threads = [threading.Thread(target=caller) for _ in range(32)]
+    answers = []
+    model.gate = threading.Event()  # the refresh cannot finish until every caller has its answer
+    threads = [threading.Thread(target=lambda: answers.append(decorator.predict(data))) for _ in range(32)]
     [thread.start() for thread in threads]
     [thread.join(20) for thread in threads]
-    assert answers == [expected] * 32
-    assert max(latencies) < 0.25, "a caller waited for the model"   # the model takes 0.5 s
+    assert answers == [expected] * 32, "a caller waited for the model instead of getting the stale entry"
+    model.gate.set()
     wait_until(lambda: value("cachedmodel_cache_refreshes_total", model=name) == 1, 10,
                what="one background refresh")
     assert model_calls(calls) == 2  # the first miss and exactly one refresh
