@@ -10,31 +10,13 @@ a third of the cost of validating the bytes again), and the caller still owns wh
 from __future__ import annotations
 
 import collections
-import datetime
-import decimal
-import enum
 import threading
 import time
-import types
-import typing
-import uuid
 from typing import Any, Callable
 
 from pydantic import BaseModel, RootModel
 
-_IMMUTABLE_SCALARS = (bool, int, float, str, bytes, type(None), decimal.Decimal, datetime.date, datetime.time,
-                      datetime.timedelta, uuid.UUID, enum.Enum)  # (datetime.datetime is a datetime.date)
-
-
-def _immutable(annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _immutable(typing.get_args(annotation)[0])
-    if origin is typing.Literal:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return all(_immutable(argument) for argument in typing.get_args(annotation))
-    return isinstance(annotation, type) and issubclass(annotation, _IMMUTABLE_SCALARS)
+from cachedmodel.annotations import scalar_annotation
 
 
 def shareable_output(output_type: type[BaseModel]) -> bool:
@@ -42,7 +24,7 @@ def shareable_output(output_type: type[BaseModel]) -> bool:
     no extra fields, no private attributes, not a RootModel."""
     return (not issubclass(output_type, RootModel) and output_type.model_config.get("extra") != "allow"
             and not output_type.__private_attributes__
-            and all(_immutable(field.annotation) for field in output_type.model_fields.values()))
+            and all(scalar_annotation(field.annotation) for field in output_type.model_fields.values()))
 
 
 _new = object.__new__

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from cachedmodel.keys import KeyBuilder, canonical_bytes, namespace_bytes
+from cachedmodel.testing.insurance_like_model import InsuranceLikeModel, InsuranceOutput, Sex
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,3 +196,43 @@ def test_the_memory_of_keys_is_bounded():
     assert 0 < len(keys._known) <= KeyBuilder.KNOWN_MAX
     keys.key(Anything(a="x" * (KeyBuilder.KNOWN_BODY_BYTES + 1)))  # too large to remember
     assert all(len(body) <= KeyBuilder.KNOWN_BODY_BYTES for body in keys._known)
+
+
+class Scalars(BaseModel):
+    a: int | float | str | bytes | bool | None = None
+    b: Sex | None = None
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=scalars, b=st.one_of(st.none(), st.sampled_from(Sex)))
+def test_uninspected_scalar_values_give_the_inspected_key(a, b):
+    """scalars=True skips looking at the values' types: for scalar-annotated fields that must change no key."""
+    data = Scalars(a=a, b=b)
+    namespace = namespace_bytes(qualified_name="m", version="1", prefix="p", hashing_fields=["a", "b"],
+                                reduced_precision_fields=[], number_of_places=None, serder="MessagePack",
+                                use_compression=False, value_format=1)
+    inspected = KeyBuilder(namespace, "p", ["a", "b"]).key(data)
+    assert KeyBuilder(namespace, "p", ["a", "b"], scalars=True).key(data) == inspected
+
+
+class WithOptions(InsuranceLikeModel):
+    """The insurance-like model whose input has one more field, a dict."""
+
+    class Input(BaseModel):
+        age: int
+        options: dict[str, list[dict[str, int]]]
+
+    input_schema = Input
+    output_schema = InsuranceOutput
+
+
+def test_the_decorator_inspects_values_only_when_a_hashing_field_may_hold_a_container():
+    from cachedmodel import RedisCachingDecorator
+
+    assert RedisCachingDecorator(InsuranceLikeModel(), url="redis://127.0.0.1:1")._keys._inspect is False
+    decorator = RedisCachingDecorator(WithOptions(), url="redis://127.0.0.1:1")
+    assert decorator._keys._inspect is True
+    first = WithOptions.Input(age=1, options={"x": [{"q": 1, "p": 2}], "y": []})
+    second = WithOptions.Input(age=1, options={"y": [], "x": [{"p": 2, "q": 1}]})
+    assert decorator.cache_key(first) == decorator.cache_key(second)  # dicts sorted at any depth
+    assert RedisCachingDecorator(WithOptions(), url="redis://127.0.0.1:1", hashing_fields=["age"])._keys._inspect is False
