@@ -28,12 +28,14 @@ def server():
         yield started
 
 
-@pytest.mark.parametrize("shared, calls", [(True, 1), (False, 4)])
+@pytest.mark.parametrize("shared, calls", [(True, {1}), (False, {2, 3, 4})])
 def test_identical_misses_in_four_processes(server, tmp_path, shared, calls):
     result = stampede(server.url, str(tmp_path / "calls"), processes=4, threads=16, delay=0.3,
                       shared_single_flight=shared)
     assert (result.requests, result.wrong) == (64, 0)
-    assert result.model_calls == calls  # in-process single-flight alone: one call per process
+    # in-process single-flight alone: one call per process (4), fewer only when a process started its
+    # lookups so late (a busy machine) that another one had already stored the value: a hit
+    assert result.model_calls in calls
     assert result.max_latency_s < 0.3 + 5.0 + 2.0  # never longer than the model plus the lease bound
 
 
