@@ -82,8 +82,8 @@ def hit_latency(server: RedisServer) -> list[dict]:
             # VM's vCPU sleeps during each GET and its wake-up lands on the next local hit.
             rounds = local_rounds(lambda decorator=decorator: decorator.predict(data))
             gets = interleaved({"raw_get": lambda key=key: client.get(key), "bare_get": bare_get}, ITERATIONS)
-            best = min(rounds, key=lambda round_: round_["predict"]["p50_us"])
-            middle = sorted(rounds, key=lambda round_: round_["predict"]["p50_us"])[len(rounds) // 2]
+            ordered = sorted(rounds, key=lambda round_: round_["predict"]["p50_us"])
+            best, middle = ordered[0], ordered[len(ordered) // 2]
             rows.append({**_hit_row(f"local (back to back, best of {len(rounds)} rounds)", options,
                                     {"predict": best["predict"], **gets}), "rounds": rounds})
             rows.append(_hit_row("local (back to back, median round)", options, {"predict": middle["predict"], **gets}))

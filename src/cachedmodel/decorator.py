@@ -255,12 +255,14 @@ class RedisCachingDecorator(MLModelDecorator):
             output = prior[2] if prior[1] == key else self._lookup(key, data)
         else:
             local = state["_local"]
-            if local is not None:  # the hottest path, inlined: a local hit with its output kept, copied
-                entry = local.get(key)
-                if entry is not None and entry[1] is not None:
-                    metrics.local_hits.inc()
-                    return fresh_copy(entry[1])
-            output = self._lookup(key, data)
+            entry = local.get(key) if local is not None else None
+            if entry is None:
+                output = self._redis_lookup(key, data)
+            elif entry[1] is not None:  # the hottest path, _local_hit inlined: a copy of the kept output
+                metrics.local_hits.inc()
+                return fresh_copy(entry[1])
+            else:
+                return self._local_hit(entry)
         store = True
         if output is None:
             metrics.misses.inc()
@@ -433,11 +435,11 @@ class RedisCachingDecorator(MLModelDecorator):
 
     def _local_lookup(self, key: str, build=None) -> Any:
         local = self._local
-        if local is None:
-            return None
-        entry = local.get(key)
-        if entry is None:
-            return None
+        entry = local.get(key) if local is not None else None
+        return None if entry is None else self._local_hit(entry, build)
+
+    def _local_hit(self, entry: tuple, build=None) -> Any:
+        """A local-tier entry (stored bytes, kept output or None) as an output, or as what `build` makes of it."""
         stored, kept = entry
         if build is not None:
             output = build(stored, self._build_output)
@@ -451,10 +453,11 @@ class RedisCachingDecorator(MLModelDecorator):
     def _lookup(self, key: str, data: BaseModel | None = None) -> Any:
         """Local tier, then Redis (unless the circuit is open): the output, None (a miss), or a _NoAnswer
         (the model answers; a bypass with its reason, and whether to store)."""
-        if self._local is not None:
-            output = self._local_lookup(key)
-            if output is not None:
-                return output
+        output = self._local_lookup(key)
+        return output if output is not None else self._redis_lookup(key, data)
+
+    def _redis_lookup(self, key: str, data: BaseModel | None = None) -> Any:
+        """Redis alone (after a local-tier miss), as `_lookup` answers."""
         breaker = self._breaker
         if not breaker.allow():
             return _CIRCUIT_OPEN
@@ -668,7 +671,7 @@ class RedisCachingDecorator(MLModelDecorator):
         outputs: list = [None] * len(rows)
         pending = []
         for index, key in enumerate(keys):
-            output = view._local_lookup(key) if view._local is not None else None
+            output = view._local_lookup(key)
             if output is None:
                 pending.append(index)
             else:
