@@ -37,6 +37,7 @@ REDIS = {
     "cachedmodel_redis_keys": "keys",
     "cachedmodel_redis_evicted_keys_total": "evictedKeys",
 }
+EPOCH = "cachedmodel_cache_epoch"  # the key epoch a pod serves (spec.cache.epoch once it rolled)
 REDIS_UP = "cachedmodel_redis_up"
 REDIS_SAMPLED = "cachedmodel_redis_sampled_timestamp_seconds"
 WINDOW_SECONDS = 300.0  # the recent hit ratio covers at most this much time
@@ -54,6 +55,7 @@ class PodSample:
     redis: dict[str, float] = field(default_factory=dict)
     redis_up: bool = False
     redis_sampled_at: float | None = None  # unix time of the pod's last successful Redis INFO sample
+    epoch: int | None = None  # the key epoch the pod serves (None: a service too old to say)
 
 
 class ParseError(ValueError):
@@ -77,6 +79,8 @@ def parse_page(text: str) -> PodSample:
                     seen = seen or name == "cachedmodel_cache_requests_total"
                 elif name in REDIS:
                     sample.redis[REDIS[name]] = max(sample.redis.get(REDIS[name], 0.0), value)
+                elif name == EPOCH:
+                    sample.epoch = max(sample.epoch or 0, int(value))
                 elif name == REDIS_UP:
                     up.append(value)
                 elif name == REDIS_SAMPLED:
@@ -221,6 +225,9 @@ def cache_status(samples: dict[str, PodSample], errors: list[tuple[str, str]], r
         if recent_ratio is not None:
             recent["hitRatio"] = recent_ratio
         status["recent"] = recent
+    epochs = [sample.epoch for sample in samples.values() if sample.epoch is not None]
+    if epochs:  # during a roll the oldest one still served: == spec.cache.epoch once every pod moved
+        status["epoch"] = min(epochs)
     redis = newest_redis(samples)
     stale_reasons = []
     if redis is not None:

@@ -27,7 +27,18 @@ CRD_FILE = "cachedmodels.cachedmodel.dev.yaml"
 RESERVED_ENV = ("PORT", "REST_CONFIG", "REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE",
                 "REDIS_SENTINEL_PASSWORD", "REDIS_CLUSTER_NODES")
 MANAGED_REDIS_FIELDS = ("mode", "sentinel", "cluster", "image", "maxmemory", "maxmemoryPolicy", "persistence",
-                        "resources")
+                        "resources", "nodeSelector", "tolerations", "affinity", "priorityClassName")
+# What the operator puts on the model pods itself: spec.model may not set or shadow it.
+OWNED_POD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                    "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
+OWNED_POD_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+OWNED_ANNOTATION_PREFIX = f"{GROUP}/"
+OWNED_VOLUMES = ("config", "tmp")
+# Mount paths a user volume may not take: the operator's mounts and their parents (which would shadow them).
+OWNED_MOUNT_PATHS = ("/", "/etc", "/etc/cachedmodel", "/tmp")
+CONFIG_MOUNT = "/etc/cachedmodel"
+VOLUME_SOURCES = ("emptyDir", "configMap", "secret", "persistentVolumeClaim", "csi", "projected")
+PROJECTED_SOURCES = ("configMap", "secret", "serviceAccountToken")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
 CLUSTER_DEFAULTS = {"shards": 3, "replicasPerShard": 1}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -355,6 +366,8 @@ def cross_field_errors(obj: dict) -> list[str]:
         if "value" in item and "valueFrom" in item:
             errors.append(f"spec.model.env[{index}]: takes value or valueFrom, not both")
     errors += _duplicates("spec.model.env", env_names)
+    errors += _placement_errors("spec.model", model) + _model_pod_errors(model) + _cache_option_errors(cache)
+    errors += _placement_errors("spec.redis", redis)
     errors += _duplicates("spec.cache.hashingFields", _indexed(cache.get("hashingFields")))
     reduced = _mapping(cache, "reducedPrecision")
     errors += _duplicates("spec.cache.reducedPrecision.fields", _indexed(reduced.get("fields")))
@@ -375,6 +388,121 @@ def cross_field_errors(obj: dict) -> list[str]:
     if isinstance(policy, str) and policy.startswith("volatile-") and not ttl_set:
         errors.append("spec.redis.maxmemoryPolicy: volatile-* only evicts keys that expire: "
                       "set spec.cache.ttlSeconds > 0 or use an allkeys-* policy")
+    return errors
+
+
+def _list(parent: dict, key: str) -> list[tuple[int, dict]]:
+    """(index, item) of the mappings in parent[key] (other types are schema errors)."""
+    value = parent.get(key)
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _key_errors(path: str, mapping: Any, what: str) -> list[str]:
+    """Keys of a label/annotation map that are not [prefix/]name keys (the CRD's CEL key rule)."""
+    if not isinstance(mapping, dict):
+        return []
+    return [f"{path}: Invalid value: {short(key)}: keys must be {what} keys ({reason})"
+            for key in mapping
+            for reason in [qualified_name_error(key) if isinstance(key, str) and len(key) <= 317 else "too long"]
+            if reason]
+
+
+def _placement_errors(path: str, section: dict) -> list[str]:
+    """The CEL rules of nodeSelector and tolerations (spec.model and spec.redis)."""
+    errors = _key_errors(f"{path}.nodeSelector", section.get("nodeSelector"), "label")
+    for index, toleration in _list(section, "tolerations"):
+        where = f"{path}.tolerations[{index}]"
+        if toleration.get("operator") == "Exists" and toleration.get("value"):
+            errors.append(f"{where}: a toleration with operator Exists takes no value")
+        if not toleration.get("key") and toleration.get("operator") != "Exists":
+            errors.append(f"{where}: a toleration without a key must have operator Exists (it tolerates every taint)")
+        if "tolerationSeconds" in toleration and toleration.get("effect") != "NoExecute":
+            errors.append(f"{where}: tolerationSeconds goes with effect NoExecute")
+    return errors
+
+
+def _relative_path_error(value: Any) -> bool:
+    return isinstance(value, str) and (value.startswith("/") or ".." in value.split("/"))
+
+
+def _model_pod_errors(model: dict) -> list[str]:
+    """The CEL rules of spec.model's pod fields: the operator's labels, annotations, volumes and mounts are
+    its own; a volume has one source; a mount names a volume."""
+    errors = []
+    for key, item_key in (("imagePullSecrets", "name"), ("volumes", "name"), ("volumeMounts", "mountPath")):
+        errors += _duplicates(f"spec.model.{key}", [(i, item.get(item_key)) for i, item in _list(model, key)])
+    for index, constraint in _list(model, "topologySpreadConstraints"):
+        if "minDomains" in constraint and constraint.get("whenUnsatisfiable") != "DoNotSchedule":
+            errors.append(f"spec.model.topologySpreadConstraints[{index}].minDomains: goes with "
+                          f"whenUnsatisfiable DoNotSchedule")
+    labels, annotations = model.get("podLabels"), model.get("podAnnotations")
+    errors += _key_errors("spec.model.podLabels", labels, "label")
+    errors += _key_errors("spec.model.podAnnotations", annotations, "annotation")
+    for key in labels if isinstance(labels, dict) else ():
+        if key in OWNED_POD_LABELS:
+            errors.append(f"{field_path(['spec', 'model', 'podLabels', key])}: is set by the operator (it selects "
+                          f"its pods by {', '.join(OWNED_POD_LABELS)})")
+    for key in annotations if isinstance(annotations, dict) else ():
+        if isinstance(key, str) and (key in OWNED_POD_ANNOTATIONS or key.startswith(OWNED_ANNOTATION_PREFIX)):
+            errors.append(f"{field_path(['spec', 'model', 'podAnnotations', key])}: is set by the operator "
+                          f"({', '.join(OWNED_POD_ANNOTATIONS)} and every {OWNED_ANNOTATION_PREFIX} key)")
+    volumes = _list(model, "volumes")
+    for index, volume in volumes:
+        where = f"spec.model.volumes[{index}]"
+        if volume.get("name") in OWNED_VOLUMES:
+            errors.append(f"{where}.name: {volume['name']} is the operator's volume (reserved: "
+                          f"{', '.join(OWNED_VOLUMES)})")
+        given = [source for source in VOLUME_SOURCES if source in volume]
+        if len(given) != 1:
+            errors.append(f"{where}: takes exactly one source of {', '.join(VOLUME_SOURCES)}"
+                          + (f", got {' and '.join(given)}" if given else ", got none"))
+        for source in ("configMap", "secret"):
+            errors += _items_path_errors(f"{where}.{source}", _mapping(volume, source))
+        for number, projected in _list(_mapping(volume, "projected"), "sources"):
+            there = f"{where}.projected.sources[{number}]"
+            if sum(source in projected for source in PROJECTED_SOURCES) != 1:
+                errors.append(f"{there}: is exactly one of {', '.join(PROJECTED_SOURCES)}")
+            for source in ("configMap", "secret"):
+                errors += _items_path_errors(f"{there}.{source}", _mapping(projected, source))
+            if _relative_path_error(_mapping(projected, "serviceAccountToken").get("path")):
+                errors.append(f"{there}.serviceAccountToken.path: must be a relative path without '..'")
+    names = {volume.get("name") for _, volume in volumes}
+    for index, mount in _list(model, "volumeMounts"):
+        where = f"spec.model.volumeMounts[{index}]"
+        path = mount.get("mountPath")
+        if isinstance(path, str) and (path in OWNED_MOUNT_PATHS or path.startswith(CONFIG_MOUNT + "/")
+                                      or path.endswith("/")):
+            errors.append(f"{where}.mountPath: must not be {', '.join(OWNED_MOUNT_PATHS)} or inside {CONFIG_MOUNT}, "
+                          f"nor end with '/': the operator mounts the service config at {CONFIG_MOUNT} and a "
+                          f"scratch /tmp (mount inside /tmp, e.g. /tmp/trace, or elsewhere), got {short(path)}")
+        if _relative_path_error(mount.get("subPath")):
+            errors.append(f"{where}.subPath: must be a relative path without '..'")
+        if isinstance(mount.get("name"), str) and mount["name"] not in names:
+            errors.append(f"{where}.name: {short(mount['name'])} names no volume of spec.model.volumes")
+    return errors
+
+
+def _items_path_errors(where: str, source: dict) -> list[str]:
+    return [f"{where}.items[{index}].path: must be a relative path without '..'"
+            for index, item in _list(source, "items") if _relative_path_error(item.get("path"))]
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _cache_option_errors(cache: dict) -> list[str]:
+    """The CEL rules between spec.cache options (the decorator refuses the same combinations at start)."""
+    errors = []
+    if "leaseSeconds" in cache and cache.get("sharedSingleFlight") is not True:
+        errors.append("spec.cache.leaseSeconds: needs spec.cache.sharedSingleFlight: true")
+    stale, ttl, beta = (_number(cache.get(key)) for key in ("staleSeconds", "ttlSeconds", "earlyRefreshBeta"))
+    if stale and not (ttl and ttl > 0):
+        errors.append("spec.cache.staleSeconds: needs spec.cache.ttlSeconds > 0 (entries are stale once their TTL "
+                      "passed)")
+    if beta and not (stale and stale > 0):
+        errors.append("spec.cache.earlyRefreshBeta: needs spec.cache.staleSeconds > 0 (the early refresh runs while "
+                      "the entry is served)")
     return errors
 
 

@@ -174,7 +174,8 @@ class RedisCachingDecorator(MLModelDecorator):
             reduced_precision_fields=options.reduced_precision_fields or (),
             number_of_places=options.number_of_places, serder=options.serder,
             use_compression=options.use_compression, value_format=VALUE_FORMAT,
-            output_fields=tuple(output_type.model_fields), stale_header=bool(options.stale_seconds))
+            output_fields=tuple(output_type.model_fields), stale_header=bool(options.stale_seconds),
+            epoch=options.epoch)
         super().set_model(model)
         state = self.__dict__
         state["_input_type"] = input_type
@@ -186,6 +187,7 @@ class RedisCachingDecorator(MLModelDecorator):
         state["_keep_outputs"] = shareable_output(output_type)  # local tier: keep built outputs (local_cache)
         state["_round_fields"] = options.reduced_precision_fields or ()
         state["_metrics"] = ModelMetrics(name)
+        state["_metrics"].epoch.set(options.epoch)
         state["_events"] = BurstLogger(name)
         # extra="allow" inputs: undeclared fields change the input, so they are keyed (unless the
         # hashing fields were chosen explicitly: then exactly those fields form the key)

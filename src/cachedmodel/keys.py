@@ -3,7 +3,8 @@
     key = [<prefix> ":"] base64url(blake2b-128(namespace || body))     (22 characters + prefix)
 
 - namespace: MessagePack of ["cachedmodel", KEY_FORMAT, model qualified name, model version, prefix,
-  hashing field names, reduced precision fields and places, serder, compression, value format].
+  hashing field names, reduced precision fields and places, serder, compression, value format, output
+  field names (+ "stale-while-revalidate" with stale_seconds, + ["epoch", n] for an epoch n > 0)].
   Anything that changes the keyed input or the stored bytes is in it, so changing it changes every key.
 - body: MessagePack array of the hashing fields' values, in sorted field-name order (the names are in
   the namespace, in the same order, so each value is bound to its field). MessagePack
@@ -125,16 +126,20 @@ def canonical_bytes(value: Any) -> bytes:
 def namespace_bytes(*, qualified_name: str, version: str, prefix: str, hashing_fields: Iterable[str],
                     reduced_precision_fields: Iterable[str], number_of_places: int | None, serder: str,
                     use_compression: bool, value_format: int, output_fields: Iterable[str] = (),
-                    stale_header: bool = False) -> bytes:
+                    stale_header: bool = False, epoch: int = 0) -> bytes:
     """Everything besides the input that a key depends on, canonically encoded. The output field names
     are in their schema order: values are stored as an array in that order, so a reordered or renamed
     output schema must never read entries written for the old one. Entries with a stale-while-revalidate
-    header (cachedmodel.freshness) get a namespace of their own; other keys are unchanged by it."""
+    header (cachedmodel.freshness) get a namespace of their own; other keys are unchanged by it. So do the
+    keys of an epoch above 0 (option `epoch`: bumping it invalidates every entry without touching Redis);
+    epoch 0 keeps the keys every earlier version wrote."""
     parts = ["cachedmodel", KEY_FORMAT, str(qualified_name), str(version), prefix,
              sorted(hashing_fields), sorted(reduced_precision_fields), number_of_places,
              serder, bool(use_compression), value_format, list(output_fields)]
     if stale_header:
         parts.append("stale-while-revalidate")
+    if epoch:
+        parts.append(["epoch", int(epoch)])
     return canonical_bytes(parts)
 
 

@@ -107,6 +107,9 @@ MODEL_SECONDS = Histogram("cachedmodel_model_seconds",
                           "refreshes; a batch call counts once). Hits x its mean = the model time the cache saved.",
                           ["model"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                                               2.5, 5.0, 10.0, 30.0))
+EPOCH = Gauge("cachedmodel_cache_epoch",
+              "The key epoch this process serves (option epoch; the operator reports it as status.cache.epoch).",
+              ["model"])
 CIRCUIT_OPEN = Gauge("cachedmodel_circuit_breaker_open", "1 while Redis calls are skipped after repeated failures.",
                      ["model"])
 SHARED = Counter("cachedmodel_singleflight_shared",
@@ -135,6 +138,7 @@ class ModelMetrics:
         self.lookup_seconds = LOOKUP_SECONDS.labels(model=model)
         self.model_seconds = MODEL_SECONDS.labels(model=model)
         self.circuit_open = CIRCUIT_OPEN.labels(model=model)
+        self.epoch = EPOCH.labels(model=model)
         self.shared = SHARED.labels(model=model)
         self.stale_hits = STALE_HITS.labels(model=model)
         self.refreshes = REFRESHES.labels(model=model)

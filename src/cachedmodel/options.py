@@ -181,6 +181,8 @@ class CacheOptions(BaseModel):
     reduced_precision_fields: Optional[Tuple[str, ...]] = None
     number_of_places: Optional[int] = Field(None, ge=0)
     ttl_seconds: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    # bump to move every key to a new namespace (O(1) invalidation: old entries age out by TTL/eviction)
+    epoch: int = Field(0, ge=0)
     # failure handling: short redis-py timeouts, a bounded pool and a circuit breaker
     socket_timeout: float = Field(0.25, gt=0, allow_inf_nan=False)
     socket_connect_timeout: float = Field(0.25, gt=0, allow_inf_nan=False)
@@ -214,7 +216,7 @@ class CacheOptions(BaseModel):
         return value.strip()
 
     @field_validator("port", "database", "number_of_places", "max_connections", "circuit_breaker_failures",
-                     "local_cache_size", mode="before")
+                     "local_cache_size", "epoch", mode="before")
     @classmethod
     def _integer(cls, value: Any) -> Any:
         return _number_text(_no_bool(value, "an integer"))

@@ -32,6 +32,11 @@ CACHES = {
                      "reducedPrecision": {"fields": ["bmi"], "numberOfPlaces": 2}, "ttlSeconds": 600,
                      "socketTimeoutSeconds": 0.5, "socketConnectTimeoutSeconds": 0.5,
                      "localCache": {"size": 100, "ttlSeconds": 5}},
+    # every behaviour option of spec.cache (issue 19): the real decorator takes what the operator writes
+    "behaviour-options": {"ttlSeconds": 600, "singleFlight": True, "sharedSingleFlight": True, "leaseSeconds": 2,
+                          "staleSeconds": 30, "earlyRefreshBeta": 1.0, "maxConnections": 8,
+                          "poolTimeoutSeconds": 0.5, "redisInfoIntervalSeconds": 0,
+                          "circuitBreaker": {"failures": 4, "resetSeconds": 1.5}, "epoch": 7},
 }
 
 
@@ -71,7 +76,41 @@ def test_rendered_config_caches_through_real_redis(cache, redis_server_factory, 
         assert client.dbsize() >= 1
         if CACHES[cache].get("ttlSeconds"):
             (key,) = client.keys("*")
-            assert 0 < client.ttl(key) <= 600
+            # stale-while-revalidate keeps an entry servable staleSeconds past its TTL
+            assert 0 < client.ttl(key) <= 600 + CACHES[cache].get("staleSeconds", 0)
+    finally:
+        client.close()
+
+
+def test_behaviour_options_reach_the_decorator(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    model, wrapped = build_model(rendered_config(CACHES["behaviour-options"]))
+    options = wrapped.options
+    assert (options.shared_single_flight, options.lease_seconds, options.stale_seconds, options.early_refresh_beta,
+            options.max_connections, options.pool_timeout, options.redis_info_interval_seconds,
+            options.circuit_breaker_failures, options.circuit_breaker_reset_seconds, options.epoch) == \
+        (True, 2, 30, 1.0, 8, 0.5, 0, 4, 1.5, 7)
+
+
+def test_bumping_the_epoch_misses_once_then_hits_and_deletes_nothing(redis_server_factory, monkeypatch):
+    """spec.cache.epoch: a new key namespace for the same inputs; the old entries stay until evicted."""
+    server = redis_server_factory(password="pw")
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{server.port}/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    old_model, old = build_model(rendered_config({"epoch": 0}))
+    old.predict(sample_input())
+    old.predict(sample_input())
+    assert old_model.calls == 1
+    new_model, new = build_model(rendered_config({"epoch": 1}))
+    assert new.cache_key(sample_input()) != old.cache_key(sample_input())
+    new.predict(sample_input())
+    assert new_model.calls == 1, "the first request of the new epoch is a miss"
+    new.predict(sample_input())
+    assert new_model.calls == 1, "the second one a hit"
+    client = redis.Redis(port=server.port, password="pw")
+    try:
+        assert client.exists(old.cache_key(sample_input())) == 1, "bumping the epoch deletes nothing"
+        assert client.dbsize() == 2
     finally:
         client.close()
 

@@ -82,10 +82,19 @@ def test_each_value_is_bound_to_its_field():
                                     dict(hashing_fields=["a"]), dict(serder="JSON"),
                                     dict(use_compression=True), dict(reduced_precision_fields=["a"]),
                                     dict(number_of_places=2), dict(value_format=2),
-                                    dict(output_fields=["y"]), dict(output_fields=["z", "y"])])
+                                    dict(output_fields=["y"]), dict(output_fields=["z", "y"]), dict(epoch=1)])
 def test_namespace_changes_every_key(change):
     data = Anything(a=1.5, b="x")
     assert builder(**change).key(data) != KEYS.key(data)
+
+
+def test_each_epoch_is_a_namespace_of_its_own_and_epoch_zero_keeps_the_old_keys():
+    """Bumping the epoch invalidates every entry (O(1), nothing deleted); epoch 0 is what every earlier
+    version wrote, so upgrading never empties a cache."""
+    data = Anything(a=1.5, b="x")
+    assert builder(epoch=0).key(data) == KEYS.key(data)
+    keys = {builder(epoch=epoch).key(data) for epoch in (0, 1, 2, 2 ** 31 - 1)}
+    assert len(keys) == 4
 
 
 def test_key_shape_is_short_prefix_plus_base64url():

@@ -42,6 +42,10 @@ def test_defaults():
     ({"prefix": 5}, "prefix"),
     ({"ssl_ca_certs": "/ca.pem"}, "ssl_ca_certs"),
     ({"ttl": 60}, "ttl"),
+    ({"epoch": -1}, "epoch"),
+    ({"epoch": "next"}, "epoch"),
+    ({"epoch": True}, "epoch"),
+    ({"epoch": 1.5}, "epoch"),
     ({"sered": "JSON"}, "sered"),
 ])
 def test_bad_option_is_named(configuration, named):

@@ -1,7 +1,11 @@
 """The model-service Deployment and Service (rest-model-service serving the model, decorator inside)."""
 from __future__ import annotations
 
+import copy
+import math
+
 from cachedmodel_operator.builders.hardening import container_security_context, hardened_pod_spec
+from cachedmodel_operator.builders.placement import pod_placement
 from cachedmodel_operator.builders.service_config import CONFIG_DIR, CONFIG_PATH
 from cachedmodel_operator.resource import AUTH_UID, CONFIG_CHECKSUM, CachedModel
 
@@ -9,6 +13,8 @@ APP = "model-service"
 COMPONENT = "model"
 RUN_AS = 10001
 METRICS_PATH = "/metrics"
+STARTUP_PERIOD_SECONDS = 2
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 120  # spec.model.startupTimeoutSeconds when unset
 
 
 def scrape_annotations(cm: CachedModel) -> dict[str, str]:
@@ -43,19 +49,29 @@ def _probe(path: str, period: int, failures: int) -> dict:
             "timeoutSeconds": 2, "failureThreshold": failures}
 
 
+def startup_probe(cm: CachedModel) -> dict:
+    """Probe every 2 s until the model has loaded, for at most spec.model.startupTimeoutSeconds."""
+    timeout = cm.model.get("startupTimeoutSeconds") or DEFAULT_STARTUP_TIMEOUT_SECONDS
+    return _probe("/api/health/startup", STARTUP_PERIOD_SECONDS, math.ceil(timeout / STARTUP_PERIOD_SECONDS))
+
+
 def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None = None) -> dict:
-    """Deployment of the model service; the config checksum (and Redis Secret uid) roll the pods on change."""
+    """Deployment of the model service; the config checksum (and Redis Secret uid) roll the pods on change.
+    The user's pod fields come first, the operator's labels, annotations, volumes and mounts over them
+    (the schema refuses a user value that would collide, so nothing is silently dropped)."""
+    model = cm.model
     selector = cm.selector_labels(COMPONENT, APP)
-    annotations = {**scrape_annotations(cm), CONFIG_CHECKSUM: config_checksum}
+    annotations = {**(model.get("podAnnotations") or {}), **scrape_annotations(cm), CONFIG_CHECKSUM: config_checksum}
     if auth_uid:
         annotations[AUTH_UID] = auth_uid
+    labels = {**(model.get("podLabels") or {}), **cm.labels(COMPONENT, APP)}
     container = {
         "name": "model",
         "image": cm.model["image"],
         "ports": [{"name": "http", "containerPort": cm.model["port"], "protocol": "TCP"}],
         "env": model_env(cm),
         "resources": cm.model.get("resources") or {},
-        "startupProbe": _probe("/api/health/startup", 2, 60),
+        "startupProbe": startup_probe(cm),
         "livenessProbe": _probe("/api/health", 10, 3),
         "readinessProbe": _probe("/api/health/ready", 5, 3),
         # a failed start (e.g. the decorator's ConfigurationError naming a bad option) ends the log: the
@@ -65,10 +81,20 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *copy.deepcopy(model.get("volumeMounts") or []),
         ],
     }
-    if cm.model.get("imagePullPolicy"):
-        container["imagePullPolicy"] = cm.model["imagePullPolicy"]
+    if model.get("imagePullPolicy"):
+        container["imagePullPolicy"] = model["imagePullPolicy"]
+    pod = hardened_pod_spec(RUN_AS, [container], [
+        {"name": "config", "configMap": {"name": cm.config_name}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        *copy.deepcopy(model.get("volumes") or []),
+    ])
+    pod.update(pod_placement(model, selector))
+    for name in ("serviceAccountName", "imagePullSecrets"):
+        if model.get(name):
+            pod[name] = copy.deepcopy(model[name])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -79,11 +105,8 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": cm.labels(COMPONENT, APP), "annotations": annotations},
-                "spec": hardened_pod_spec(RUN_AS, [container], [
-                    {"name": "config", "configMap": {"name": cm.config_name}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                ]),
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod,
             },
         },
     }

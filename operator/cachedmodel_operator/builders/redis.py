@@ -17,6 +17,7 @@ file into its private /tmp from $REDIS_PASSWORD (a secretKeyRef) and starts redi
 from __future__ import annotations
 
 from cachedmodel_operator.builders.hardening import container_security_context, hardened_pod_spec
+from cachedmodel_operator.builders.placement import pod_placement
 from cachedmodel_operator.builders.model import APP as MODEL_APP, COMPONENT as MODEL_COMPONENT
 from cachedmodel_operator.resource import (AUTH_UID, CLUSTER_BUS_PORT, CONFIG_CHECKSUM, PASSWORD_KEY, REDIS_PORT,
                                            SENTINEL_PORT, SENTINEL_QUORUM, SENTINELS, CachedModel)
@@ -380,7 +381,7 @@ def redis_statefulset(cm: CachedModel, config_checksum: str, auth_uid: str | Non
         "updateStrategy": {"type": "RollingUpdate"},
         "template": {
             "metadata": {"labels": cm.labels(COMPONENT, APP), "annotations": _annotations(config_checksum, auth_uid)},
-            "spec": hardened_pod_spec(RUN_AS, containers, volumes),
+            "spec": {**hardened_pod_spec(RUN_AS, containers, volumes), **pod_placement(cm.redis)},
         },
     }
     if persistence["enabled"]:
@@ -435,7 +436,7 @@ def sentinel_statefulset(cm: CachedModel, auth_uid: str | None = None) -> dict:
             "template": {
                 "metadata": {"labels": cm.labels(SENTINEL_COMPONENT, APP),
                              "annotations": _annotations(None, auth_uid)},
-                "spec": hardened_pod_spec(RUN_AS, [container], volumes),
+                "spec": {**hardened_pod_spec(RUN_AS, [container], volumes), **pod_placement(cm.redis)},
             },
         },
     }

@@ -26,6 +26,46 @@ CONFIG_DIR = "/etc/cachedmodel"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
 
 
+# spec.cache field (a path under spec.cache) -> the decorator option it sets, when given. One table, so a
+# unit test can check every CacheOptions field is either here, set elsewhere below, or in NOT_EXPOSED.
+CACHE_OPTIONS = {
+    ("ttlSeconds",): "ttl_seconds",
+    ("socketTimeoutSeconds",): "socket_timeout",
+    ("socketConnectTimeoutSeconds",): "socket_connect_timeout",
+    ("singleFlight",): "single_flight",
+    ("sharedSingleFlight",): "shared_single_flight",
+    ("leaseSeconds",): "lease_seconds",
+    ("staleSeconds",): "stale_seconds",
+    ("earlyRefreshBeta",): "early_refresh_beta",
+    ("maxConnections",): "max_connections",
+    ("poolTimeoutSeconds",): "pool_timeout",
+    ("redisInfoIntervalSeconds",): "redis_info_interval_seconds",
+    ("circuitBreaker", "failures"): "circuit_breaker_failures",
+    ("circuitBreaker", "resetSeconds"): "circuit_breaker_reset_seconds",
+    ("epoch",): "epoch",
+}
+# Decorator options a CachedModel sets from other fields (spec.cache's own shapes, or the topology) ...
+DERIVED_OPTIONS = {
+    "prefix": "spec.cache.prefix", "hashing_fields": "spec.cache.hashingFields", "serder": "spec.cache.serder",
+    "use_compression": "spec.cache.compression", "reduced_precision_fields": "spec.cache.reducedPrecision.fields",
+    "number_of_places": "spec.cache.reducedPrecision.numberOfPlaces", "local_cache_size": "spec.cache.localCache.size",
+    "local_cache_ttl_seconds": "spec.cache.localCache.ttlSeconds",
+    "url": "the topology (REDIS_URL)", "password": "the Redis Secret (REDIS_PASSWORD)",
+    "sentinels": "the topology (REDIS_SENTINELS)", "sentinel_service": "the topology (REDIS_SENTINEL_SERVICE)",
+    "sentinel_password": "the Sentinels' Secret (REDIS_SENTINEL_PASSWORD)",
+    "cluster_nodes": "the topology (REDIS_CLUSTER_NODES)",
+    "username": "spec.redis.external.username", "ssl": "spec.redis.external.tls",
+}
+# ... and the ones it deliberately does not expose, with the reason.
+NOT_EXPOSED = {
+    "host": "the address comes from the topology as a URL (url), never as host/port",
+    "port": "the address comes from the topology as a URL (url), never as host/port",
+    "database": "a managed Redis uses database 0; an external one names its database in spec.redis.external.url",
+    "ssl_ca_certs": "no CA bundle is mounted for the decorator yet; an external rediss:// URL verifies against "
+                    "the image's system CAs",
+}
+
+
 def decorator_configuration(cm: CachedModel) -> dict:
     """The decorator's keyword options from spec.cache; unset options are left to the decorator's defaults."""
     cache = cm.cache
@@ -39,18 +79,25 @@ def decorator_configuration(cm: CachedModel) -> dict:
     if reduced.get("fields"):
         options["reduced_precision_fields"] = list(reduced["fields"])
         options["number_of_places"] = reduced["numberOfPlaces"]
-    if cache.get("ttlSeconds"):
-        options["ttl_seconds"] = cache["ttlSeconds"]
-    if "socketTimeoutSeconds" in cache:
-        options["socket_timeout"] = cache["socketTimeoutSeconds"]
-    if "socketConnectTimeoutSeconds" in cache:
-        options["socket_connect_timeout"] = cache["socketConnectTimeoutSeconds"]
+    for path, option in CACHE_OPTIONS.items():
+        value = _lookup(cache, path)
+        if value is not None:
+            options[option] = value
+    for option in ("ttl_seconds", "epoch"):  # 0 = the decorator's default (no expiry, the first epoch)
+        if not options.get(option):
+            options.pop(option, None)
     local = cache.get("localCache") or {}
     if local.get("size"):
         options["local_cache_size"] = local["size"]
         if "ttlSeconds" in local:
             options["local_cache_ttl_seconds"] = local["ttlSeconds"]
     return options
+
+
+def _lookup(section: dict, path: tuple[str, ...]):
+    for name in path:
+        section = section.get(name) if isinstance(section, dict) else None
+    return section
 
 
 def topology_options(cm: CachedModel) -> dict:

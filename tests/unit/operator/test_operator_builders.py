@@ -1,5 +1,6 @@
 """Every builder: Kubernetes-schema-valid output, labels and owner references, and the content contracts."""
 import copy
+import importlib
 
 import kubernetes_validate
 import pytest
@@ -88,6 +89,96 @@ def test_service_config_maps_every_cache_option():
         "socket_timeout": 0.5, "socket_connect_timeout": 0.2, "local_cache_size": 1000,
         "local_cache_ttl_seconds": 5,
     }
+
+
+def test_service_config_maps_every_new_cache_option():
+    options = builders.decorator_configuration(cached_model(**VARIANTS["every-cache-option"]))
+    assert {key: value for key, value in options.items() if key not in ("url", "password", "serder",
+                                                                        "use_compression")} == {
+        "ttl_seconds": 600, "single_flight": False, "shared_single_flight": True, "lease_seconds": 2.5,
+        "stale_seconds": 30, "early_refresh_beta": 1.5, "max_connections": 20, "pool_timeout": 0.5,
+        "redis_info_interval_seconds": 0, "circuit_breaker_failures": 5, "circuit_breaker_reset_seconds": 2,
+        "epoch": 3,
+    }
+
+
+def test_epoch_zero_leaves_the_config_as_it_was():
+    """epoch 0 (the default) writes no option: configs (and so pods) of existing CachedModels do not roll."""
+    assert "epoch" not in builders.decorator_configuration(cached_model(cache={"epoch": 0}))
+    before = builders.service_config_map(cached_model())
+    bumped = builders.service_config_map(cached_model(cache={"epoch": 1}))
+    assert builders.config_checksum(before["data"]) != builders.config_checksum(bumped["data"])
+
+
+def test_every_decorator_option_is_mapped_or_deliberately_not_exposed():
+    """A new CacheOptions field fails here until it is reachable from a CachedModel or listed with a reason."""
+    from cachedmodel.options import CacheOptions
+    from cachedmodel_operator import schema
+    service_config = importlib.import_module("cachedmodel_operator.builders.service_config")
+
+    mapped = set(service_config.CACHE_OPTIONS.values())
+    derived, hidden = set(service_config.DERIVED_OPTIONS), set(service_config.NOT_EXPOSED)
+    assert not (mapped & derived or mapped & hidden or derived & hidden), "an option is listed twice"
+    assert set(CacheOptions.model_fields) == mapped | derived | hidden
+    cache_schema = schema.openapi_schema()["properties"]["spec"]["properties"]["cache"]
+    for path in service_config.CACHE_OPTIONS:
+        node = cache_schema
+        for name in path:
+            node = node["properties"][name]
+        assert "description" in node, f"spec.cache.{'.'.join(path)} has no description"
+
+
+def test_pod_fields_reach_the_model_deployment():
+    cm = cached_model(**VARIANTS["pod-fields"])
+    dep = deployment(cm)
+    pod, template = dep["spec"]["template"]["spec"], dep["spec"]["template"]["metadata"]
+    model = VARIANTS["pod-fields"]["model"]
+    for name in ("imagePullSecrets", "serviceAccountName", "priorityClassName", "nodeSelector", "tolerations",
+                 "affinity"):
+        assert pod[name] == model[name], name
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["labelSelector"] == {"matchLabels": dep["spec"]["selector"]["matchLabels"]}, \
+        "a constraint without labelSelector spreads this CachedModel's model pods"
+    assert template["labels"]["team"] == "pricing" and template["labels"]["app.kubernetes.io/version"] == "1.2"
+    assert template["labels"]["app.kubernetes.io/instance"] == "insurance-charges"
+    assert template["annotations"]["example.com/owner"] == "pricing team"
+    assert template["annotations"]["prometheus.io/scrape"] == "true"
+    assert [v["name"] for v in pod["volumes"]] == ["config", "tmp", "trace", "weights", "creds", "token"]
+    container = container_of(dep)
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/etc/cachedmodel", "/tmp", "/trace", "/models",
+                                                                   "/var/run/creds", "/tmp/token"]
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] == 600
+    assert pod["automountServiceAccountToken"] is False, "the model pods still get no API token by default"
+    assert pod["securityContext"]["runAsUser"] == 10001
+
+
+def test_pod_fields_are_not_shared_with_the_spec():
+    """The builders copy: a manifest edited later (e.g. by a server-side default) never changes the spec."""
+    cm = cached_model(**VARIANTS["pod-fields"])
+    pod = deployment(cm)["spec"]["template"]["spec"]
+    pod["tolerations"].append({"operator": "Exists"})
+    pod["volumes"][-1]["name"] = "changed"
+    assert len(cm.model["tolerations"]) == 2 and cm.model["volumes"][-1]["name"] == "token"
+
+
+def test_startup_timeout_defaults_to_two_minutes():
+    probe = container_of(deployment(cached_model()))["startupProbe"]
+    assert (probe["periodSeconds"], probe["failureThreshold"]) == (2, 60)
+    probe = container_of(deployment(cached_model(model={"startupTimeoutSeconds": 15})))["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 15
+
+
+def test_redis_placement_reaches_data_pods_and_sentinels():
+    cm = cached_model(**VARIANTS["pod-fields"])
+    redis = VARIANTS["pod-fields"]["redis"]
+    sets = [obj for obj in builders.desired_children(cm) if obj["kind"] == "StatefulSet"]
+    assert len(sets) == 2, "sentinel mode: the data pods and the Sentinels"
+    for statefulset in sets:
+        pod = statefulset["spec"]["template"]["spec"]
+        for name in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
+            assert pod[name] == redis[name], (statefulset["metadata"]["name"], name)
+    model_pod = deployment(cm)["spec"]["template"]["spec"]
+    assert model_pod["nodeSelector"] == {"pool": "cpu", "kubernetes.io/os": "linux"}
 
 
 def test_cache_disabled_means_no_decorator():

@@ -422,3 +422,27 @@ def test_queued_scrapes_get_their_own_timeout(pages):
 
     samples, errors = asyncio.run(go())
     assert len(samples) == 3 and not errors
+
+
+def test_the_epoch_is_what_the_pods_serve_the_oldest_while_they_roll():
+    """status.cache.epoch follows the pods, not the spec: it equals spec.cache.epoch once every pod rolled."""
+    from cachedmodel.metrics import ModelMetrics
+
+    model = f"m{uuid.uuid4().hex[:8]}"
+    metrics = ModelMetrics(model)
+    metrics.requests.inc()
+    metrics.epoch.set(4)
+    text = "\n".join(line for line in generate_latest(REGISTRY).decode().splitlines()
+                     if line.startswith("#") or f'model="{model}"' in line) + "\n"
+    assert cmx.parse_page(text).epoch == 4, "the library's gauge is what the operator reads"
+    assert cmx.parse_page(page()).epoch is None, "a page without the gauge says nothing about the epoch"
+    old, new = sample(3, 1), sample(3, 2)
+    old.epoch, new.epoch = 1, 2
+    rolling, _ = cmx.cache_status({"p1": old, "p2": new}, [], 2, NOW, [])
+    assert rolling["epoch"] == 1
+    new_too = sample(1, 1)
+    new_too.epoch = 2
+    rolled, _ = cmx.cache_status({"p2": new, "p3": new_too}, [], 2, NOW, [])
+    assert rolled["epoch"] == 2
+    unknown, _ = cmx.cache_status({"p1": sample(1, 1)}, [], 1, NOW, [])
+    assert "epoch" not in unknown

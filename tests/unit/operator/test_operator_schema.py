@@ -48,7 +48,8 @@ def test_maxmemory_policies_are_the_eight_redis_policies():
 def test_defaults_fill_cache_section():
     out = schema.validate(copy.deepcopy(BASE))
     assert out["spec"]["cache"] == {"enabled": True, "prefix": "", "hashingFields": [], "serder": "MessagePack",
-                                    "compression": False, "reducedPrecision": {"fields": []}, "ttlSeconds": 0}
+                                    "compression": False, "reducedPrecision": {"fields": []}, "ttlSeconds": 0,
+                                    "epoch": 0}
     assert out["spec"]["model"]["port"] == 8000
     assert "redis" not in out["spec"], "managed Redis defaults are the operator's, not the schema's"
 
@@ -131,6 +132,73 @@ BAD = [
     ({"metadata": {"name": "shop-redis-sentinel"}}, "metadata.name"),
     ({"metadata": {"name": "Insurance_Charges"}}, "metadata.name"),
     ({"metadata": {"name": "a" * 41}}, "metadata.name"),
+    # pod fields (issue 19): each refused naming the field
+    ({"model": {"imagePullSecrets": [{"name": "Not_A_Name"}]}}, "spec.model.imagePullSecrets[0].name"),
+    ({"model": {"imagePullSecrets": [{}]}}, "spec.model.imagePullSecrets[0].name"),
+    ({"model": {"serviceAccountName": "UPPER"}}, "spec.model.serviceAccountName"),
+    ({"model": {"priorityClassName": ""}}, "spec.model.priorityClassName"),
+    ({"model": {"nodeSelector": {"disk": "a b"}}}, "spec.model.nodeSelector.disk"),
+    ({"model": {"nodeSelector": {"disk": 1}}}, "spec.model.nodeSelector.disk"),
+    ({"model": {"tolerations": [{"key": "k", "operator": "Sometimes"}]}}, "spec.model.tolerations[0].operator"),
+    ({"model": {"tolerations": [{"key": "k", "effect": "Evict"}]}}, "spec.model.tolerations[0].effect"),
+    ({"model": {"tolerations": [{"operator": "Equal"}]}}, "spec.model.tolerations[0]"),
+    ({"model": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}},
+     "spec.model.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"),
+    ({"model": {"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 101, "podAffinityTerm": {"topologyKey": "zone"}}]}}}},
+     "spec.model.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight"),
+    ({"model": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}, "topologyKey": "z"}]}}}},
+     "spec.model.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector."
+     "matchExpressions[0].operator"),
+    ({"model": {"affinity": {"nodeAffinitty": {}}}}, "spec.model.affinity.nodeAffinitty"),
+    ({"model": {"topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "z",
+                                               "whenUnsatisfiable": "DoNotSchedule"}]}},
+     "spec.model.topologySpreadConstraints[0].maxSkew"),
+    ({"model": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "z"}]}},
+     "spec.model.topologySpreadConstraints[0].whenUnsatisfiable"),
+    ({"model": {"podLabels": {"app.kubernetes.io/name": "x"}}}, "spec.model.podLabels.app.kubernetes.io/name"),
+    ({"model": {"podLabels": {"team": "a" * 64}}}, "spec.model.podLabels.team"),
+    ({"model": {"podAnnotations": {"cachedmodel.dev/config-checksum": "x"}}},
+     "spec.model.podAnnotations.cachedmodel.dev/config-checksum"),
+    ({"model": {"podAnnotations": {"prometheus.io/scrape": "false"}}}, "spec.model.podAnnotations.prometheus.io/scrape"),
+    ({"model": {"volumes": [{"name": "config", "configMap": {"name": "c"}}]}}, "spec.model.volumes[0].name"),
+    ({"model": {"volumes": [{"name": "data"}]}}, "spec.model.volumes[0]"),
+    ({"model": {"volumes": [{"name": "data", "hostPath": {"path": "/"}}]}}, "spec.model.volumes[0].hostPath"),
+    ({"model": {"volumes": [{"name": "Data", "emptyDir": {}}]}}, "spec.model.volumes[0].name"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {"sizeLimit": "lots"}}]}},
+     "spec.model.volumes[0].emptyDir.sizeLimit"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {}}, {"name": "d", "emptyDir": {}}]}}, "spec.model.volumes[1]"),
+    ({"model": {"volumes": [{"name": "d", "secret": {"secretName": "s", "defaultMode": 512}}]}},
+     "spec.model.volumes[0].secret.defaultMode"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {}}], "volumeMounts": [{"name": "d", "mountPath": "/tmp"}]}},
+     "spec.model.volumeMounts[0].mountPath"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {}}],
+                "volumeMounts": [{"name": "d", "mountPath": "/etc/cachedmodel/x"}]}},
+     "spec.model.volumeMounts[0].mountPath"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {}}], "volumeMounts": [{"name": "d", "mountPath": "rel"}]}},
+     "spec.model.volumeMounts[0].mountPath"),
+    ({"model": {"volumeMounts": [{"name": "nothing", "mountPath": "/data"}]}}, "spec.model.volumeMounts[0].name"),
+    ({"model": {"startupTimeoutSeconds": 5}}, "spec.model.startupTimeoutSeconds"),
+    ({"model": {"startupTimeoutSeconds": 3601}}, "spec.model.startupTimeoutSeconds"),
+    ({"redis": {"external": {"url": "redis://c:6379"}, "nodeSelector": {"a": "b"}}}, "spec.redis.external"),
+    ({"redis": {"priorityClassName": "Bad Name"}}, "spec.redis.priorityClassName"),
+    ({"redis": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}, "spec.redis.tolerations[0]"),
+    # cache options (issue 19)
+    ({"cache": {"leaseSeconds": 5}}, "spec.cache.leaseSeconds"),
+    ({"cache": {"sharedSingleFlight": True, "leaseSeconds": 0}}, "spec.cache.leaseSeconds"),
+    ({"cache": {"staleSeconds": 10}}, "spec.cache.staleSeconds"),
+    ({"cache": {"ttlSeconds": 60, "staleSeconds": -1}}, "spec.cache.staleSeconds"),
+    ({"cache": {"ttlSeconds": 60, "staleSeconds": 5, "earlyRefreshBeta": -1}}, "spec.cache.earlyRefreshBeta"),
+    ({"cache": {"ttlSeconds": 60, "earlyRefreshBeta": 1}}, "spec.cache.earlyRefreshBeta"),
+    ({"cache": {"maxConnections": 0}}, "spec.cache.maxConnections"),
+    ({"cache": {"poolTimeoutSeconds": 0}}, "spec.cache.poolTimeoutSeconds"),
+    ({"cache": {"redisInfoIntervalSeconds": -1}}, "spec.cache.redisInfoIntervalSeconds"),
+    ({"cache": {"circuitBreaker": {"failures": 0}}}, "spec.cache.circuitBreaker.failures"),
+    ({"cache": {"circuitBreaker": {"resetSeconds": 0}}}, "spec.cache.circuitBreaker.resetSeconds"),
+    ({"cache": {"singleFlight": "yes"}}, "spec.cache.singleFlight"),
+    ({"cache": {"epoch": -1}}, "spec.cache.epoch"),
+    ({"cache": {"epoch": 1.5}}, "spec.cache.epoch"),
 ]
 
 
@@ -177,6 +245,44 @@ def test_every_cel_rule_has_a_python_twin():
         (".spec.redis.external", {"redis": {"external": {"clusterNodes": ["c:6379"], "sentinelPasswordSecretRef":
                                                          {"name": "s", "key": "k"}}}}),
         (".spec.redis.external", {"redis": {"external": {"url": "redis://c", "tls": True}}}),
+        (".spec.model", {"model": {"volumeMounts": [{"name": "gone", "mountPath": "/data"}]}}),
+        (".spec.model.nodeSelector", {"model": {"nodeSelector": {"bad key!": "x"}}}),
+        (".spec.model.tolerations[]", {"model": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}),
+        (".spec.model.tolerations[]", {"model": {"tolerations": [{"operator": "Equal", "value": "v"}]}}),
+        (".spec.model.tolerations[]", {"model": {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}}),
+        (".spec.model.topologySpreadConstraints[]", {"model": {"topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 2}]}}),
+        (".spec.model.podLabels", {"model": {"podLabels": {"-bad": "x"}}}),
+        (".spec.model.podLabels", {"model": {"podLabels": {"app.kubernetes.io/instance": "other"}}}),
+        (".spec.model.podAnnotations", {"model": {"podAnnotations": {"a/b/c": "x"}}}),
+        (".spec.model.podAnnotations", {"model": {"podAnnotations": {"prometheus.io/port": "1"}}}),
+        (".spec.model.volumes", {"model": {"volumes": [{"name": "tmp", "emptyDir": {}}]}}),
+        (".spec.model.volumes[]", {"model": {"volumes": [{"name": "v", "emptyDir": {}, "secret": {}}]}}),
+        (".spec.model.volumes[].configMap.items[].path", {"model": {"volumes": [
+            {"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "../x"}]}}]}}),
+        (".spec.model.volumes[].secret.items[].path", {"model": {"volumes": [
+            {"name": "v", "secret": {"secretName": "s", "items": [{"key": "k", "path": "/abs"}]}}]}}),
+        (".spec.model.volumes[].projected.sources[]", {"model": {"volumes": [
+            {"name": "v", "projected": {"sources": [{}]}}]}}),
+        (".spec.model.volumes[].projected.sources[].configMap.items[].path", {"model": {"volumes": [
+            {"name": "v", "projected": {"sources": [{"configMap": {"items": [{"key": "k", "path": "a/../.."}]}}]}}]}}),
+        (".spec.model.volumes[].projected.sources[].secret.items[].path", {"model": {"volumes": [
+            {"name": "v", "projected": {"sources": [{"secret": {"items": [{"key": "k", "path": ".."}]}}]}}]}}),
+        (".spec.model.volumes[].projected.sources[].serviceAccountToken.path", {"model": {"volumes": [
+            {"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "/token"}}]}}]}}),
+        (".spec.model.volumeMounts[]", {"model": {"volumes": [{"name": "v", "emptyDir": {}}],
+                                                  "volumeMounts": [{"name": "v", "mountPath": "/etc"}]}}),
+        (".spec.model.volumeMounts[].subPath", {"model": {"volumes": [{"name": "v", "emptyDir": {}}],
+                                                          "volumeMounts": [{"name": "v", "mountPath": "/d",
+                                                                            "subPath": "../up"}]}}),
+        (".spec.cache", {"cache": {"leaseSeconds": 3}}),
+        (".spec.cache", {"cache": {"staleSeconds": 30}}),
+        (".spec.cache", {"cache": {"ttlSeconds": 60, "earlyRefreshBeta": 1.0}}),
+        (".spec.redis.nodeSelector", {"redis": {"nodeSelector": {"a/b/c": "x"}}}),
+        (".spec.redis.tolerations[]", {"redis": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}),
+        (".spec.redis.tolerations[]", {"redis": {"tolerations": [{"value": "v"}]}}),
+        (".spec.redis.tolerations[]", {"redis": {"tolerations": [{"key": "k", "effect": "NoSchedule",
+                                                                   "tolerationSeconds": 5}]}}),
     ]
     # transition rules (oldSelf): only the API server applies them; their twin is schema.transition_errors
     transitions = [
