@@ -115,7 +115,7 @@ class _RowsMismatch(ValueError):
 
 
 class RedisCachingDecorator(MLModelDecorator):
-    """Caches predictions of the decorated model in Redis; see the README section "The decorator"."""
+    """Caches predictions of the decorated model in Redis; options, key format and failure behaviour in docs/decorator.md."""
 
     def __init__(self, model: MLModel | None = None, **configuration: Any) -> None:
         options = parse_options(configuration)

@@ -149,6 +149,33 @@ BAD = [
      "spec.redis.external.sentinelPasswordSecretRef"),
     ({"redis": {"external": {"url": "redis://c:6379", "tls": True}}}, "spec.redis.external.url"),
     ({"model": {"env": [{"name": "REDIS_SENTINELS", "value": "s:26379"}]}}, "spec.model.env"),
+    # issue 19: pod fields and cache options, refused at admission and by render, naming the field
+    ({"model": {"podLabels": {"app.kubernetes.io/instance": "other"}}}, "spec.model.podLabels"),
+    ({"model": {"podLabels": {"-bad": "x"}}}, "spec.model.podLabels"),
+    ({"model": {"podAnnotations": {"cachedmodel.dev/config-checksum": "x"}}}, "spec.model.podAnnotations"),
+    ({"model": {"nodeSelector": {"a/b/c": "x"}}}, "spec.model.nodeSelector"),
+    ({"model": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}, "spec.model.tolerations[0]"),
+    ({"model": {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}}, "spec.model.tolerations[0]"),
+    ({"model": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "z", "minDomains": 2,
+                                               "whenUnsatisfiable": "ScheduleAnyway"}]}},
+     "spec.model.topologySpreadConstraints[0]"),
+    ({"model": {"volumes": [{"name": "tmp", "emptyDir": {}}]}}, "spec.model.volumes"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {}, "secret": {"secretName": "s"}}]}}, "spec.model.volumes[0]"),
+    ({"model": {"volumes": [{"name": "d", "hostPath": {"path": "/"}}]}}, "spec.model.volumes[0]"),
+    ({"model": {"volumes": [{"name": "d", "secret": {"secretName": "s", "items": [{"key": "k", "path": "../x"}]}}]}},
+     "spec.model.volumes[0].secret.items[0].path"),
+    ({"model": {"volumes": [{"name": "d", "emptyDir": {}}], "volumeMounts": [{"name": "d", "mountPath": "/etc"}]}},
+     "spec.model.volumeMounts[0]"),
+    ({"model": {"volumeMounts": [{"name": "nothing", "mountPath": "/data"}]}}, "spec.model.volumeMounts"),
+    ({"model": {"startupTimeoutSeconds": 5}}, "spec.model.startupTimeoutSeconds"),
+    ({"redis": {"external": {"url": "redis://c:6379"}, "tolerations": [{"operator": "Exists"}]}},
+     "spec.redis.external"),
+    ({"redis": {"tolerations": [{"value": "v"}]}}, "spec.redis.tolerations[0]"),
+    ({"cache": {"leaseSeconds": 3}}, "spec.cache.leaseSeconds"),
+    ({"cache": {"staleSeconds": 30}}, "spec.cache.staleSeconds"),
+    ({"cache": {"ttlSeconds": 60, "earlyRefreshBeta": 1}}, "spec.cache.earlyRefreshBeta"),
+    ({"cache": {"circuitBreaker": {"failures": 0}}}, "spec.cache.circuitBreaker.failures"),
+    ({"cache": {"epoch": -1}}, "spec.cache.epoch"),
 ]
 
 
@@ -162,6 +189,26 @@ def test_invalid_resources_are_refused_naming_the_field(ctl, change, field):
     with pytest.raises(schema.InvalidCachedModel) as caught:  # render refuses the same input
         schema.validate(obj)
     assert any(error.startswith(field) for error in caught.value.errors), caught.value.errors
+
+
+def test_every_pod_field_and_cache_option_is_accepted_and_reaches_the_children(ctl):
+    """The full pod-fields sample passes admission (its CEL rules within the API server's cost budget), and
+    the Deployment and StatefulSets the operator makes from it pass the API server's own core/v1 validation."""
+    from tests.support.cachedmodel_samples import EVERY_CACHE_OPTION, POD_FIELDS
+
+    ctl.apply(manifest("pods", model=POD_FIELDS["model"], redis=POD_FIELDS["redis"], cache=EVERY_CACHE_OPTION))
+    deployment = ctl.wait(lambda: ctl.get("deployment", "pods"), "Deployment pods")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["tolerations"][0]["key"] == "dedicated" and pod["nodeSelector"]["pool"] == "cpu"
+    assert pod["serviceAccountName"] == "model-reader" and pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert [v["name"] for v in pod["volumes"]][-4:] == ["trace", "weights", "creds", "token"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["team"] == "pricing"
+    for name in ("pods-redis", "pods-redis-sentinel"):
+        statefulset = ctl.wait(lambda: ctl.get("statefulset", name), f"StatefulSet {name}")
+        assert statefulset["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "memory"}
+    decorator = yaml.safe_load(ctl.get("configmap", "pods-config")["data"]["rest_config.yaml"])
+    options = decorator["models"][0]["decorators"][0]["configuration"]
+    assert options["shared_single_flight"] is True and options["epoch"] == 3
 
 
 def test_bad_name_is_refused(ctl):

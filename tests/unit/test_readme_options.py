@@ -1,15 +1,17 @@
-"""The README's decorator options table names every option the decorator takes, and no other."""
+"""The decorator options table (docs/decorator.md, "Options") names every option the decorator takes, and no
+other; the README links to it instead of keeping a copy."""
 import re
 from pathlib import Path
 
 from cachedmodel.options import CacheOptions
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+OPTIONS_DOC = ROOT / "docs" / "decorator.md"
+HEADER = "| Option | Default | Meaning |"
 
 
-def documented_options() -> set[str]:
-    text = README.read_text(encoding="utf-8")
-    table = text[text.index("| Option | Default | Meaning |"):]
+def documented_options(text: str) -> set[str]:
+    table = text[text.index(HEADER):]
     table = table[:table.index("\n\n")]
     names: set[str] = set()
     for row in table.splitlines()[2:]:
@@ -18,4 +20,16 @@ def documented_options() -> set[str]:
 
 
 def test_every_option_is_documented_and_nothing_else():
-    assert documented_options() == set(CacheOptions.model_fields)
+    assert documented_options(OPTIONS_DOC.read_text(encoding="utf-8")) == set(CacheOptions.model_fields)
+
+
+def test_the_readme_links_to_the_options_table():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "](docs/decorator.md#options)" in readme
+    assert HEADER not in readme  # one table, in one place
+
+
+def test_a_missing_option_is_caught():
+    text = OPTIONS_DOC.read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `ttl_seconds` |"))
+    assert set(CacheOptions.model_fields) - documented_options(text.replace(row + "\n", "")) == {"ttl_seconds"}

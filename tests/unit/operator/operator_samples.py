@@ -5,6 +5,7 @@ import pytest
 
 from cachedmodel_operator import schema
 from cachedmodel_operator.resource import CachedModel
+from tests.support.cachedmodel_samples import EVERY_CACHE_OPTION, POD_FIELDS
 
 BASE = {
     "apiVersion": "cachedmodel.dev/v1alpha1",
@@ -62,40 +63,8 @@ VARIANTS = {
                     "model": {"port": 9000, "imagePullPolicy": "IfNotPresent",
                               "env": [{"name": "LOG_LEVEL", "value": "debug"}],
                               "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": 1073741824}}}},
-    "every-cache-option": {"cache": {"ttlSeconds": 600, "singleFlight": False, "sharedSingleFlight": True,
-                                     "leaseSeconds": 2.5, "staleSeconds": 30, "earlyRefreshBeta": 1.5,
-                                     "maxConnections": 20, "poolTimeoutSeconds": 0.5, "redisInfoIntervalSeconds": 0,
-                                     "circuitBreaker": {"failures": 5, "resetSeconds": 2}, "epoch": 3}},
-    "pod-fields": {"model": {
-        "imagePullSecrets": [{"name": "registry"}], "serviceAccountName": "model-reader",
-        "priorityClassName": "high", "nodeSelector": {"pool": "cpu", "kubernetes.io/os": "linux"},
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
-                        {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}},
-            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 50, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {
-                    "matchLabels": {"app.kubernetes.io/instance": "insurance-charges"}}}}]}},
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "ScheduleAnyway"}],
-        "podLabels": {"team": "pricing", "app.kubernetes.io/version": "1.2"},
-        "podAnnotations": {"example.com/owner": "pricing team"},
-        "volumes": [{"name": "trace", "emptyDir": {"sizeLimit": "1Gi"}},
-                    {"name": "weights", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}},
-                    {"name": "creds", "secret": {"secretName": "creds", "items": [{"key": "k", "path": "k.json"}],
-                                                 "defaultMode": 0o400}},
-                    {"name": "token", "projected": {"sources": [{"serviceAccountToken": {
-                        "audience": "storage", "expirationSeconds": 3600, "path": "token"}}]}}],
-        "volumeMounts": [{"name": "trace", "mountPath": "/trace"},
-                         {"name": "weights", "mountPath": "/models", "readOnly": True},
-                         {"name": "creds", "mountPath": "/var/run/creds", "readOnly": True},
-                         {"name": "token", "mountPath": "/tmp/token", "readOnly": True}],
-        "startupTimeoutSeconds": 600},
-        "redis": {"mode": "sentinel", "nodeSelector": {"pool": "memory"}, "priorityClassName": "critical",
-                  "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "redis", "effect": "NoSchedule"}],
-                  "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                      {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {
-                          "app.kubernetes.io/component": "redis"}}}]}}}},
+    "every-cache-option": {"cache": EVERY_CACHE_OPTION},
+    "pod-fields": POD_FIELDS,
 }
 
 
