@@ -14,6 +14,10 @@ COMPONENT = "model"
 RUN_AS = 10001
 METRICS_PATH = "/metrics"
 STARTUP_PERIOD_SECONDS = 2
+# On deletion the pod keeps serving while the endpoint removal reaches every node's proxy (preStop), then
+# uvicorn drains in-flight requests on SIGTERM (timeout_graceful_shutdown 10 s): the grace period covers both.
+PRE_STOP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 30
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 120  # spec.model.startupTimeoutSeconds when unset
 
 
@@ -77,6 +81,8 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
         # a failed start (e.g. the decorator's ConfigurationError naming a bad option) ends the log: the
         # kubelet makes its tail the termination message, which the operator puts in ModelReady
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # the kubelet's own sleep (Kubernetes 1.30+): no binary needed in the user's image
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -91,6 +97,7 @@ def model_deployment(cm: CachedModel, config_checksum: str, auth_uid: str | None
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         *copy.deepcopy(model.get("volumes") or []),
     ])
+    pod["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
     pod.update(pod_placement(model, selector))
     for name in ("serviceAccountName", "imagePullSecrets"):
         if model.get(name):

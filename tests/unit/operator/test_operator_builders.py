@@ -235,6 +235,9 @@ def test_model_deployment_contract():
     assert container["livenessProbe"]["httpGet"]["path"] == "/api/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/api/health/ready"
     assert container["startupProbe"]["httpGet"]["path"] == "/api/health/startup"
+    # a deleted pod serves on while its endpoint goes away, then drains: the grace period covers both
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] >= 5 + 10 + 5
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts == {"/etc/cachedmodel": "config", "/tmp": "tmp"}
     volumes = {v["name"]: v for v in pod["volumes"]}
