@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from importlib import resources
 from typing import Any, Iterable, Iterator
@@ -421,10 +422,6 @@ def _placement_errors(path: str, section: dict) -> list[str]:
     return errors
 
 
-def _relative_path_error(value: Any) -> bool:
-    return isinstance(value, str) and (value.startswith("/") or ".." in value.split("/"))
-
-
 def _model_pod_errors(model: dict) -> list[str]:
     """The CEL rules of spec.model's pod fields: the operator's labels, annotations, volumes and mounts are
     its own; a volume has one source; a mount names a volume."""
@@ -456,16 +453,9 @@ def _model_pod_errors(model: dict) -> list[str]:
         if len(given) != 1:
             errors.append(f"{where}: takes exactly one source of {', '.join(VOLUME_SOURCES)}"
                           + (f", got {' and '.join(given)}" if given else ", got none"))
-        for source in ("configMap", "secret"):
-            errors += _items_path_errors(f"{where}.{source}", _mapping(volume, source))
         for number, projected in _list(_mapping(volume, "projected"), "sources"):
-            there = f"{where}.projected.sources[{number}]"
             if sum(source in projected for source in PROJECTED_SOURCES) != 1:
-                errors.append(f"{there}: is exactly one of {', '.join(PROJECTED_SOURCES)}")
-            for source in ("configMap", "secret"):
-                errors += _items_path_errors(f"{there}.{source}", _mapping(projected, source))
-            if _relative_path_error(_mapping(projected, "serviceAccountToken").get("path")):
-                errors.append(f"{there}.serviceAccountToken.path: must be a relative path without '..'")
+                errors.append(f"{where}.projected.sources[{number}]: is exactly one of {', '.join(PROJECTED_SOURCES)}")
     names = {volume.get("name") for _, volume in volumes}
     for index, mount in _list(model, "volumeMounts"):
         where = f"spec.model.volumeMounts[{index}]"
@@ -475,16 +465,9 @@ def _model_pod_errors(model: dict) -> list[str]:
             errors.append(f"{where}.mountPath: must not be {', '.join(OWNED_MOUNT_PATHS)} or inside {CONFIG_MOUNT}, "
                           f"nor end with '/': the operator mounts the service config at {CONFIG_MOUNT} and a "
                           f"scratch /tmp (mount inside /tmp, e.g. /tmp/trace, or elsewhere), got {short(path)}")
-        if _relative_path_error(mount.get("subPath")):
-            errors.append(f"{where}.subPath: must be a relative path without '..'")
         if isinstance(mount.get("name"), str) and mount["name"] not in names:
             errors.append(f"{where}.name: {short(mount['name'])} names no volume of spec.model.volumes")
     return errors
-
-
-def _items_path_errors(where: str, source: dict) -> list[str]:
-    return [f"{where}.items[{index}].path: must be a relative path without '..'"
-            for index, item in _list(source, "items") if _relative_path_error(item.get("path"))]
 
 
 def _number(value: Any) -> float | None:
@@ -558,6 +541,81 @@ def transition_errors(old: dict, new: dict) -> list[str]:
     return errors
 
 
+# -- numbers, as the API server reads them: JSON (kubectl sends the YAML as JSON), then OpenAPI validation
+JSON_EXACT_INTEGER = 2 ** 53  # floats hold every integer up to this exactly: a whole float up to it is an
+# integer to the API server's validation (go-openapi takes 2.0 as a valid "integer"), a larger one is not
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1  # an integer literal outside int64 is decoded as a float
+
+
+def _integer_typed(node: Any) -> bool:
+    """Whether a schema node takes integers: type integer, or int-or-string (quantities, PDB counts ...)."""
+    if not isinstance(node, dict):
+        return False
+    return (node.get("type") == "integer" or bool(node.get("x-kubernetes-int-or-string"))
+            or any(isinstance(option, dict) and option.get("type") == "integer" for option in node.get("anyOf") or ()))
+
+
+def _yaml_spelling(value: float) -> str:
+    return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+
+
+def _bound(value: int | float, node: dict) -> str | None:
+    """'must be <= 100' when the node's own maximum (or minimum) refuses `value`, else None."""
+    maximum, minimum = node.get("maximum"), node.get("minimum")
+    if isinstance(maximum, (int, float)) and value > maximum:
+        return f"must be <= {maximum}"
+    if isinstance(minimum, (int, float)) and value < minimum:
+        return f"must be >= {minimum}"
+    return None
+
+
+def normalize_numbers(obj: Any, node: dict | None = None) -> tuple[Any, list[str]]:
+    """(copy of `obj`, errors): numbers as the API server takes them, before the schema is applied.
+
+    - NaN and infinity (YAML .nan, .inf, -.inf) are refused in every field, naming it: JSON has neither, so
+      kubectl cannot even send them (and NaN would pass any minimum and maximum check);
+    - a whole float in an integer field (replicas: 2.0, 1e2) becomes an int, as the API server accepts it:
+      the manifests then carry 2, not 2.0, and 1e12 is out of range like 1000000000000 (the schema's bound);
+      one too large to be an exact integer (beyond 2^53), or an integer outside int64, is out of range too,
+      named with the field's bound when it has one.
+    Other fields keep their numbers as written."""
+    node = openapi_schema() if node is None else node
+    errors: list[str] = []
+
+    def walk(value: Any, node: Any, path: list) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                errors.append(f"{field_path(path)}: must be a finite number, got {_yaml_spelling(value)} (Kubernetes "
+                              f"objects are JSON, which has no NaN or infinity)")
+                return value
+            if not (_integer_typed(node) and value.is_integer()):
+                return value
+            if abs(value) <= JSON_EXACT_INTEGER:
+                return int(value)
+            errors.append(f"{field_path(path)}: " + (_bound(value, node) or f"out of range: at most "
+                          f"{JSON_EXACT_INTEGER} in absolute value when written as a decimal or with an exponent "
+                          f"(a larger one is not an exact integer)") + f", got {value:g}")
+            return value
+        if isinstance(value, int):
+            if _integer_typed(node) and not INT64_MIN <= value <= INT64_MAX and _bound(value, node) is None:
+                errors.append(f"{field_path(path)}: out of range: must be between {INT64_MIN} and {INT64_MAX} "
+                              f"(int64), got {short(value)}")
+            return value
+        if isinstance(value, dict):
+            properties = node.get("properties") or {} if isinstance(node, dict) else {}
+            extra = node.get("additionalProperties") if isinstance(node, dict) else None
+            return {key: walk(item, properties[key] if key in properties else extra, path + [key])
+                    for key, item in value.items()}
+        if isinstance(value, list):
+            items = node.get("items") if isinstance(node, dict) else None
+            return [walk(item, items, path + [index]) for index, item in enumerate(value)]
+        return value
+
+    return walk(obj, node, []), errors
+
+
 def _indexed(values: Any) -> list[tuple[int, Any]]:
     return list(enumerate(values)) if isinstance(values, list) else []
 
@@ -590,9 +648,11 @@ def validate(obj: dict) -> dict:
     if errors:  # another kind of object: the rest of this schema does not apply to it
         raise InvalidCachedModel(errors)
     obj = {key: value for key, value in obj.items() if key != "status"}
-    errors += metadata_errors(obj.get("metadata"))
+    obj, number_errors = normalize_numbers(obj)
+    refused = tuple(error.split(": ", 1)[0] + ": " for error in number_errors)  # said once, not again as a type
+    errors += number_errors + [error for error in metadata_errors(obj.get("metadata")) if not error.startswith(refused)]
     defaulted = apply_defaults(obj)
-    errors += schema_errors(defaulted)
+    errors += [error for error in schema_errors(defaulted) if not error.startswith(refused)]
     errors += cross_field_errors(defaulted)
     if errors:
         raise InvalidCachedModel(errors)
