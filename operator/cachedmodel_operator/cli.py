@@ -1,4 +1,4 @@
-"""`cachedmodel-operator run` (the kopf operator) and `cachedmodel-operator render -f FILE` (no cluster)."""
+"""`cachedmodel-operator run` (the kopf operator) and `cachedmodel-operator render -f FILE ...` (no cluster)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from cachedmodel_operator import schema
+from cachedmodel_operator import schema, settings
 from cachedmodel_operator.builders import render_all
 from cachedmodel_operator.resource import CachedModel
 
@@ -137,6 +137,13 @@ class StrictLoader(yaml.SafeLoader):
         return node
 
 
+# go-yaml, which kubectl decodes YAML with, reads 1e12, 1E+12 and 2.5e3 as numbers; YAML 1.1 (PyYAML) wants a dot and
+# a signed exponent and would read them as strings, so they are numbers here too (then checked like any number)
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789."))
+
+
 def _position(text, offset: int) -> str:
     newline = "\n" if isinstance(text, str) else b"\n"
     line = text.count(newline, 0, offset) + 1
@@ -193,8 +200,11 @@ def load_documents(text: str, source: str = "<input>") -> list:
     return documents
 
 
-def render_text(text: str, namespace: str | None = None, source: str = "<input>") -> str:
-    """CachedModel YAML (one or more documents) -> the manifests as multi-document YAML."""
+def render_manifests(text: str, namespace: str | None = None, source: str = "<input>", secret: bool = True,
+                     seen: dict | None = None) -> list[dict]:
+    """CachedModel YAML (one or more documents) -> the manifests, in document order. `secret=False` leaves out
+    the generated Redis password Secret (`--no-secret`); `seen` ((namespace, name) -> where) spans several
+    files, so that two CachedModels of one name, whose manifests would overwrite each other, are refused."""
     if namespace is not None:
         reason = schema.dns_1123_label_error(namespace)
         if reason:
@@ -202,17 +212,51 @@ def render_text(text: str, namespace: str | None = None, source: str = "<input>"
     documents = load_documents(text, source)
     if not documents:
         raise schema.InvalidCachedModel([f"{source}: no CachedModel found"])
+    seen = {} if seen is None else seen
     out = []
     for index, document in enumerate(documents):
+        prefix = f"{source} (document {index + 1})" if len(documents) > 1 else source
         try:
             body = schema.validate(document)
         except schema.InvalidCachedModel as error:
-            prefix = f"{source} (document {index + 1})" if len(documents) > 1 else source
             raise schema.InvalidCachedModel([f"{prefix}: {e}" for e in error.errors]) from None
         body["metadata"]["namespace"] = namespace or body["metadata"].get("namespace") or "default"
-        for manifest in render_all(CachedModel.from_body(body)):
-            out.append(yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False))
-    return "---\n" + "---\n".join(out)
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if key in seen:
+            raise schema.InvalidCachedModel([f"{prefix}: metadata.name: CachedModel {key[0]}/{key[1]} is also in "
+                                             f"{seen[key]}: their manifests would overwrite each other"])
+        seen[key] = prefix
+        cm = CachedModel.from_body(body)
+        out += [manifest for manifest in render_all(cm)
+                if secret or (manifest["kind"], manifest["metadata"]["name"]) != ("Secret", cm.redis_secret_name)]
+    return out
+
+
+def dump(manifests: list[dict]) -> str:
+    """Manifests as one multi-document YAML stream."""
+    return "---\n" + "---\n".join(yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+                                   for manifest in manifests)
+
+
+def render_text(text: str, namespace: str | None = None, source: str = "<input>", secret: bool = True) -> str:
+    """CachedModel YAML (one or more documents) -> the manifests as multi-document YAML."""
+    return dump(render_manifests(text, namespace, source, secret))
+
+
+def password_note(manifests: list[dict]) -> str | None:
+    """What render says on stderr when it prints generated Redis password Secrets (None: it prints none)."""
+    secrets = [(m["metadata"]["namespace"], m["metadata"]["name"]) for m in manifests if m["kind"] == "Secret"]
+    if not secrets:
+        return None
+    several = len(secrets) > 1
+    namespace, name = secrets[0]
+    return (f"note: the Secret{'s' if several else ''} {', '.join(f'{ns}/{n}' for ns, n in secrets)} "
+            f"hold{'' if several else 's'} a new random Redis password on every render: applying another render "
+            f"replaces it, and pods started after that no longer match the running ones (the operator instead "
+            f"creates the Secret once and never rewrites it). For output that is the same on every run (GitOps, "
+            f"repeated applies), render with --no-secret and create the Secret once yourself"
+            f"{' (one per CachedModel)' if several else ''}: kubectl create secret generic {name} -n {namespace} "
+            f"--from-literal=password=\"$(openssl rand -hex 32)\"")
 
 
 def _print_errors(errors: list[str]) -> None:
@@ -224,29 +268,48 @@ def _print_errors(errors: list[str]) -> None:
         print(f"error: ... and {len(errors) - MAX_REPORTED} more problems", file=sys.stderr)
 
 
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    with open(path, "rb") as stream:
+        return stream.read(MAX_FILE_BYTES + 1)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    source = "<stdin>" if args.file == "-" else args.file
+    """Every -f in order (like kubectl): all files are read and checked before anything is printed."""
     if args.namespace is not None and schema.dns_1123_label_error(args.namespace):
         _print_errors([f"--namespace: {schema.dns_1123_label_error(args.namespace)}"])
         return 2
-    try:
-        if args.file == "-":
-            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        else:
-            with open(args.file, "rb") as stream:
-                data = stream.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        _print_errors([f"cannot read {source}: {error.strerror or error}"])
+    paths = args.file
+    if paths.count("-") > 1:
+        _print_errors(["-f -: standard input can be read only once"])
         return 2
-    if len(data) > MAX_FILE_BYTES:
-        _print_errors([f"{source}: file larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (the API server's limit "
-                       f"for a request)"])
+    inputs = []
+    for path in paths:
+        source = "<stdin>" if path == "-" else path
+        try:
+            data = _read(path)
+        except OSError as error:
+            _print_errors([f"cannot read {source}: {error.strerror or error}"])
+            return 2
+        if len(data) > MAX_FILE_BYTES:
+            _print_errors([f"{source}: file larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (the API server's "
+                           f"limit for a request)"])
+            return 1
+        inputs.append((source, data))
+    manifests, errors, seen = [], [], {}
+    for source, data in inputs:
+        try:
+            manifests += render_manifests(decode(data, source), args.namespace, source, not args.no_secret, seen)
+        except schema.InvalidCachedModel as error:
+            errors += error.errors
+    if errors:
+        _print_errors(errors)
         return 1
-    try:
-        output = render_text(decode(data, source), args.namespace, source)
-    except schema.InvalidCachedModel as error:
-        _print_errors(error.errors)
-        return 1
+    output = dump(manifests)
+    note = password_note(manifests)
+    if note:
+        print(note, file=sys.stderr)
     sys.stdout.write(output)
     sys.stdout.flush()
     return 0
@@ -262,9 +325,18 @@ def watched_namespaces(args: argparse.Namespace, environ=os.environ) -> list[str
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    try:  # every CACHEDMODEL_* setting, before anything starts: one line naming a bad one, exit 2
+        config = settings.from_env(os.environ)
+    except settings.SettingsError as error:
+        _print_errors([str(error)])
+        return 2
     import kopf  # imported here so that `render` works without touching kopf's machinery
 
     from cachedmodel_operator import controller
+    from cachedmodel_operator.scraper import Scraper
+
+    controller.RESYNC_SECONDS = config.resync_seconds
+    controller.CONTROLLER.scraper = Scraper(**config.scraper())
 
     logging.basicConfig(stream=sys.stdout, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -283,9 +355,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cachedmodel-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="print the manifests of a CachedModel file (no cluster needed)")
-    render.add_argument("-f", "--file", required=True, help="CachedModel YAML file, or - for stdin")
+    render = sub.add_parser("render", help="print the manifests of CachedModel files (no cluster needed)")
+    render.add_argument("-f", "--file", "--filename", action="append", required=True,
+                        help="CachedModel YAML file, or - for stdin; repeat for several files, rendered in order "
+                             "(as kubectl apply takes them)")
     render.add_argument("-n", "--namespace", help="namespace of the manifests (default: the file's, else default)")
+    render.add_argument("--no-secret", action="store_true",
+                        help="leave out the <name>-redis-auth Secret with its freshly generated Redis password, so "
+                             "that the output is the same on every run; create that Secret (key: password) yourself")
     render.set_defaults(func=cmd_render)
     run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
     run.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable); "

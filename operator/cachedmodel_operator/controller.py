@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from cachedmodel_operator import schema
+from cachedmodel_operator import schema, settings
 from cachedmodel_operator.builders import model as model_builder
 from cachedmodel_operator.cache_metrics import Snapshot, cache_status, merge_patch, scrape_targets
 from cachedmodel_operator.drift import drifted
@@ -44,7 +44,10 @@ from cachedmodel_operator.scraper import Scraper
 
 log = logging.getLogger("cachedmodel_operator")
 
-RESYNC_SECONDS = float(os.environ.get("CACHEDMODEL_RESYNC_SECONDS", "30"))
+try:  # `cachedmodel-operator run` checks the environment first (exit 2 naming a bad variable) and sets this
+    RESYNC_SECONDS = settings.seconds(os.environ, "CACHEDMODEL_RESYNC_SECONDS", settings.DEFAULT_RESYNC_SECONDS)
+except settings.SettingsError:  # imported some other way: never a traceback at import
+    RESYNC_SECONDS = settings.DEFAULT_RESYNC_SECONDS
 DEBOUNCE_SECONDS = 0.05
 BACKOFF_START, BACKOFF_MAX = 2.0, 300.0
 CHILD_RESOURCES = [

@@ -12,6 +12,7 @@ import copy
 import functools
 import math
 import re
+from decimal import Decimal
 from importlib import resources
 from typing import Any, Iterable, Iterator
 
@@ -541,10 +542,10 @@ def transition_errors(old: dict, new: dict) -> list[str]:
     return errors
 
 
-# -- numbers, as the API server reads them: JSON (kubectl sends the YAML as JSON), then OpenAPI validation
-JSON_EXACT_INTEGER = 2 ** 53  # floats hold every integer up to this exactly: a whole float up to it is an
-# integer to the API server's validation (go-openapi takes 2.0 as a valid "integer"), a larger one is not
-INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1  # an integer literal outside int64 is decoded as a float
+# -- numbers, as the API server receives them: kubectl turns the YAML into JSON with Go, which writes a whole float
+# below 1e21 as an integer literal (2.0 -> 2, 1e12 -> 1000000000000, its shortest digits), and the API server
+# decodes an integer literal within int64 as an integer (kube-apiserver 1.34 takes replicas: 2.0 and stores 2)
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1  # beyond: a float to the API server, "must be of type integer"
 
 
 def _integer_typed(node: Any) -> bool:
@@ -574,10 +575,9 @@ def normalize_numbers(obj: Any, node: dict | None = None) -> tuple[Any, list[str
 
     - NaN and infinity (YAML .nan, .inf, -.inf) are refused in every field, naming it: JSON has neither, so
       kubectl cannot even send them (and NaN would pass any minimum and maximum check);
-    - a whole float in an integer field (replicas: 2.0, 1e2) becomes an int, as the API server accepts it:
-      the manifests then carry 2, not 2.0, and 1e12 is out of range like 1000000000000 (the schema's bound);
-      one too large to be an exact integer (beyond 2^53), or an integer outside int64, is out of range too,
-      named with the field's bound when it has one.
+    - a whole float in an integer field (replicas: 2.0, 1e2) becomes the int kubectl would send: the
+      manifests carry 2, not 2.0, and 1e12 is out of range like 1000000000000 (the schema's bound); a whole
+      float or an integer outside int64 is out of range too, named with the field's bound when it has one.
     Other fields keep their numbers as written."""
     node = openapi_schema() if node is None else node
     errors: list[str] = []
@@ -592,11 +592,11 @@ def normalize_numbers(obj: Any, node: dict | None = None) -> tuple[Any, list[str
                 return value
             if not (_integer_typed(node) and value.is_integer()):
                 return value
-            if abs(value) <= JSON_EXACT_INTEGER:
-                return int(value)
-            errors.append(f"{field_path(path)}: " + (_bound(value, node) or f"out of range: at most "
-                          f"{JSON_EXACT_INTEGER} in absolute value when written as a decimal or with an exponent "
-                          f"(a larger one is not an exact integer)") + f", got {value:g}")
+            whole = int(Decimal(repr(value)))  # the shortest digits, as Go writes them
+            if INT64_MIN <= whole <= INT64_MAX:
+                return whole
+            errors.append(f"{field_path(path)}: " + (_bound(whole, node) or f"out of range: must be between "
+                          f"{INT64_MIN} and {INT64_MAX} (int64)") + f", got {value:g}")
             return value
         if isinstance(value, int):
             if _integer_typed(node) and not INT64_MIN <= value <= INT64_MAX and _bound(value, node) is None:

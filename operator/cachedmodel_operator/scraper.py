@@ -19,19 +19,18 @@ import os
 
 import aiohttp
 
+from cachedmodel_operator import settings
 from cachedmodel_operator.cache_metrics import MAX_PAGE_BYTES, ParseError, PodSample, parse_page
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://{address}/metrics"
+DEFAULT_URL = settings.DEFAULT_METRICS_URL
 
 
 def settings_from_env(env: dict | None = None) -> dict:
-    env = os.environ if env is None else env
-    return {"interval": float(env.get("CACHEDMODEL_SCRAPE_SECONDS") or 30),
-            "timeout": float(env.get("CACHEDMODEL_SCRAPE_TIMEOUT_SECONDS") or 2),
-            "concurrency": int(env.get("CACHEDMODEL_SCRAPE_CONCURRENCY") or 8),
-            "url": env.get("CACHEDMODEL_METRICS_URL") or DEFAULT_URL}
+    """Scraper keyword arguments from CACHEDMODEL_SCRAPE_* and CACHEDMODEL_METRICS_URL (settings.SettingsError
+    names a bad one)."""
+    return settings.from_env(os.environ if env is None else env).scraper()
 
 
 def describe(error: BaseException, timeout: float) -> str:

@@ -148,3 +148,22 @@ def test_the_cli_names_the_bad_line_of_a_request_file(tmp_path, _model_artifact)
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"{bodies}:1: not a valid input" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_size_below_the_empty_redis_memory_is_warned_about_once_by_name(tmp_path):
+    """512kb is less than an empty redis-server uses (~0.9 MB): its cells hold nothing and read hit ratio 0;
+    the run says so, naming the size, on stderr and in advice.json / advice.md (one warning per size)."""
+    out = tmp_path / "advice"
+    result = subprocess.run([sys.executable, "-m", "cachedmodel.advise.cli", "--zipf", "0.9", "--distinct", "2000",
+                             "--requests", "6000", "--value-bytes", "150", "--sizes", "512kb,4mb",
+                             "--policies", "allkeys-lru,allkeys-lfu", "--out", str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("cachedmodel-advise: warning: maxmemory 512kb "), result.stderr
+    advice = json.loads((out / "advice.json").read_text())
+    small = [cell for cell in advice["cells"] if cell["maxmemory"] == 512 * 1024]
+    assert len(small) == 2 and all(cell["keys"] == 0 and cell["hit_ratio"] == 0 for cell in small)
+    assert all(cell["baseline_memory"] >= 512 * 1024 for cell in small)
+    assert len(advice["warnings"]) == 1 and "512kb" in advice["warnings"][0]
+    assert advice["warnings"][0] in (out / "advice.md").read_text()

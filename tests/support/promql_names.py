@@ -19,6 +19,7 @@ def exported_series() -> tuple[set[str], set[str]]:
     import cachedmodel.metrics  # noqa: F401 - registers the cache collectors
     import cachedmodel.redis_info  # noqa: F401 - registers the Redis INFO collector
     import cachedmodel.service.http_metrics  # noqa: F401 - registers the HTTP collectors
+    import cachedmodel.service.warnings_log  # noqa: F401 - registers cachedmodel_warnings_total
     from prometheus_client import REGISTRY
 
     names, labels = set(), set()

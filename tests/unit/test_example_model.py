@@ -4,6 +4,8 @@ The data wheel and the artifact come from `make model` (part of `make setup`); w
 tests skip with that instruction rather than reaching for the network.
 """
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,6 +88,51 @@ def test_model_metadata_and_deterministic_rounded_prediction():
     assert first.charges == round(first.charges, 2) and 1_000 < first.charges < 70_000
     assert all(model.predict(InsuranceChargesModelInput(**VALID)) == first for _ in range(5))
     assert InsuranceChargesModel().predict(VALID) == first  # a fresh load and a plain dict give the same answer
+
+
+@needs(ARTIFACT)
+def test_predictions_equal_the_forests_own_bit_for_bit():
+    """predict() sums the trees itself (no scikit-learn joblib wrapper): the very numbers the forest gives."""
+    from insurance_charges_model.workload import workload
+    model = InsuranceChargesModel()
+    bodies = workload(300, repeat_share=0.0, seed=7)
+    rows = encode(bodies)
+    assert np.array_equal(model._predict(rows), model._regressor.predict(rows))
+    for body, row in zip(bodies[:50], rows[:50]):
+        assert model.predict(body).charges == round(float(model._regressor.predict(row.reshape(1, -1))[0]), 2)
+
+
+CONCURRENT_PREDICTIONS = """
+import sys, threading, warnings
+sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows within a few hundred calls
+from insurance_charges_model.model import InsuranceChargesModel
+from insurance_charges_model.workload import workload
+model = InsuranceChargesModel()
+filters = list(warnings.filters)
+shown = []
+warnings.showwarning = lambda message, *rest, **kw: shown.append(str(message))
+bodies = workload(320, repeat_share=0.0, seed=3)
+threads = [threading.Thread(target=lambda part: [model.predict(b) for b in part], args=(bodies[i::8],))
+           for i in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(len(shown), warnings.filters == filters, shown[:1])
+"""
+
+
+@needs(ARTIFACT)
+def test_concurrent_predictions_neither_warn_nor_clear_the_warnings_filters():
+    """The service predicts in a threadpool. RandomForestRegressor.predict goes through scikit-learn's joblib
+    wrapper, which clears and refills the process-wide warnings.filters around every tree (not thread-safe
+    before Python 3.14): threads interleaved there leave the filter list empty for good, and then every tree
+    warns "`sklearn.utils.parallel.delayed` should be used with `sklearn.utils.parallel.Parallel`" (a flood
+    of 1.6 million lines in a service). The model's predict() must do neither."""
+    result = subprocess.run([sys.executable, "-c", CONCURRENT_PREDICTIONS], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(" ", 2)[:2] == ["0", "True"], result.stdout
 
 
 @needs(ARTIFACT)

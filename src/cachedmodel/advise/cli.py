@@ -1,17 +1,20 @@
 """`cachedmodel-advise`: argument parsing and the run (replay every size x policy, simulate, report).
 
-Exit codes: 0 advice written; 2 bad arguments or input file (one line naming the problem, never a
-traceback); 1 Redis could not be run; 3 the `advise` extra (matplotlib, tqdm) is not installed.
+Exit codes: 0 advice written; 2 bad arguments or input file, an --out that is not a directory, or no
+redis-server on PATH (one line naming the problem, checked before any work, never a traceback); 1 Redis
+could not be run; 3 the `advise` extra (matplotlib, tqdm) is not installed.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
 from cachedmodel.advise import simulate
-from cachedmodel.advise.replay import POLICIES, VOLATILE, ReplayError, entry_estimate, replay
+from cachedmodel.advise.replay import (POLICIES, REDIS_MISSING, VOLATILE, ReplayError, entry_estimate, redis_server,
+                                       replay)
 from cachedmodel.advise.traces import TraceError, read_keys, zipf
 from cachedmodel.advise.units import format_size, parse_size, parse_sizes
 
@@ -106,6 +109,33 @@ def load_trace(args):
     return zipf(args.zipf, args.distinct, requests, args.seed), None
 
 
+def out_error(out: Path) -> str | None:
+    """Why --out cannot be the output directory (None: it can): checked before any work, so that a run of
+    minutes never ends in a traceback at the last step."""
+    for existing in (out, *out.parents):
+        if not os.path.lexists(existing):
+            continue
+        if not existing.is_dir():
+            what = "is a file" if existing.is_file() else "exists and is not a directory"
+            return (f"--out {out}: {existing} {what}; --out names a directory for advice.json, advice.md and "
+                    f"hit_ratio.png (created when missing)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"--out {out}: cannot write in {existing} (permission denied)"
+        return None
+    return None
+
+
+def baseline_warning(cell) -> str | None:
+    """The warning for a size that leaves no room for entries: maxmemory at or below what the empty
+    redis-server already used (INFO used_memory, about 1 MB), so every SET is evicted at once or refused,
+    Redis holds no keys and the row reads hit ratio 0 whatever the policy. None when entries fit."""
+    if cell.maxmemory > cell.baseline_memory and (cell.keys or not (cell.evicted_keys or cell.refused_writes)):
+        return None
+    return (f"maxmemory {format_size(cell.maxmemory)} ({cell.maxmemory:,} bytes) leaves no room for entries: an "
+            f"empty redis-server already uses {cell.baseline_memory:,} bytes (used_memory, measured), so nothing "
+            f"stays cached and its row reads hit ratio 0 for every policy; only memory above that holds entries")
+
+
 def default_sizes(distinct: int, entry: int) -> list[int]:
     """Four sizes from 1/32 of the working set to all of it (plus Redis's baseline), rounded up to 64 KiB."""
     working_set = distinct * entry
@@ -122,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         print(EXTRA_MISSING, file=sys.stderr)
         return 3
     try:
+        problem = out_error(Path(args.out))
+        if problem:
+            raise UsageError(problem)
         policies = _csv(args.policies)
         unknown = [p for p in policies if p not in POLICIES]
         if unknown or not policies:
@@ -148,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
         if args.target_hit_ratio is not None and not 0 < args.target_hit_ratio <= 1:
             raise UsageError("--target-hit-ratio must be above 0 and at most 1")
+        if redis_server() is None:  # before the trace is read or generated: that can take minutes
+            raise UsageError(REDIS_MISSING)
         trace, configured_ttl = load_trace(args)
         ttl = args.ttl_seconds if args.ttl_seconds is not None else configured_ttl
         volatile = [p for p in policies if p in VOLATILE]
@@ -168,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{PROG}: {trace.source}: {trace.requests:,} requests, {trace.distinct:,} distinct; "
           f"{len(plan)} replays ({', '.join(format_size(s) for s in sizes)} x {', '.join(policies)})", file=sys.stderr)
     cells = []
+    warnings: list[str] = []  # one per size that holds no entries
+    warned: set[int] = set()
     simulated: dict[tuple[str, int], float] = {}
     bar = tqdm.tqdm(total=trace.requests * len(plan), unit="req", unit_scale=True, disable=args.no_progress,
                     file=sys.stderr, desc="replay")
@@ -187,10 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             cell.exact_lru_hit_ratio = simulated[("lru", capacity)]
             cell.exact_lfu_hit_ratio = simulated[("lfu", capacity)]
             cells.append(cell)
+            warning = baseline_warning(cell)
+            if warning and size not in warned:
+                warned.add(size)
+                warnings.append(warning)
+                bar.write(f"{PROG}: warning: {warning}", file=sys.stderr)
     finally:
         bar.close()
     result = report.advice(trace, cells, value_bytes, args.target_hit_ratio, ttl, latency,
-                           simulate.compulsory_miss_bound(trace.ids))
+                           simulate.compulsory_miss_bound(trace.ids), warnings)
     paths = report.write(result, Path(args.out))
     rec = result["recommendation"]
     print(f"{PROG}: recommend maxmemory {rec['maxmemory']}, maxmemory-policy {rec['policy']} (hit ratio "

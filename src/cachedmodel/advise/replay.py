@@ -23,6 +23,7 @@ kept small (WINDOW requests, a few KB).
 """
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -59,6 +60,16 @@ for i = 1, #KEYS do
 end
 return {hits, refused}
 """
+
+
+REDIS_MISSING = ("redis-server not found on PATH: the replay runs a real Redis. Install Redis (Debian/Ubuntu: "
+                 "sudo apt-get install redis-server; Fedora: sudo dnf install redis; macOS: brew install redis) or "
+                 "put the directory of your redis-server on PATH")
+
+
+def redis_server() -> str | None:
+    """The redis-server the replay would run (PATH lookup), or None."""
+    return shutil.which("redis-server")
 
 
 class ReplayError(RuntimeError):
@@ -156,6 +167,8 @@ def replay(trace: Trace, maxmemory: int, policy: str, value_bytes: int, ttl_seco
     if keys_per_call is None:
         keys_per_call = choose_keys_per_call(maxmemory, entry_estimate(trace, value_bytes))
     ttl_ms = max(1, round(ttl_seconds * 1000)) if ttl_seconds else 0
+    if redis_server() is None:
+        raise ReplayError(REDIS_MISSING)
     server = RedisServer(extra_args=["--maxmemory", str(maxmemory), "--maxmemory-policy", policy,
                                      "--maxmemory-samples", str(samples)])
     try:

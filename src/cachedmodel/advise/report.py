@@ -35,7 +35,7 @@ def bytes_per_entry(cells: list[Cell]) -> float | None:
 
 
 def advice(trace: Trace, cells: list[Cell], value_bytes: int, target: float | None, ttl_seconds: float | None,
-           model_latency_seconds: float | None, compulsory: float) -> dict:
+           model_latency_seconds: float | None, compulsory: float, warnings: list[str] | None = None) -> dict:
     target = round(DEFAULT_TARGET_SHARE * compulsory, 6) if target is None else target
     return {
         "trace": {"source": trace.source, "requests": trace.requests, "distinct_keys": trace.distinct,
@@ -48,6 +48,7 @@ def advice(trace: Trace, cells: list[Cell], value_bytes: int, target: float | No
         "bytes_per_entry": bytes_per_entry(cells),
         "cells": [{**cell.as_dict(), "maxmemory_text": format_size(cell.maxmemory)} for cell in cells],
         "recommendation": recommend(cells, target),
+        "warnings": list(warnings or []),
     }
 
 
@@ -70,6 +71,7 @@ def markdown(result: dict) -> str:
              + (f", TTL {result['ttl_seconds']:g} s." if result["ttl_seconds"] else ", no TTL."),
              f"Compulsory-miss bound (no cache size hits more): **{result['compulsory_miss_bound']:.3f}**.",
              f"Bytes per entry in Redis (key, value, overhead; measured): **{per_entry:.0f}**." if per_entry else "",
+             "", *(f"**Warning:** {warning}." for warning in result.get("warnings") or []),
              "", "## Recommendation", ""]
     verb = "reaches" if rec["met"] else "does not reach"
     lines.append(f"`maxmemory {rec['maxmemory']}` with `maxmemory-policy {rec['policy']}`: measured hit ratio "
@@ -102,16 +104,34 @@ def markdown(result: dict) -> str:
               "- TTLs run in the replay's wall-clock time: a compressed replay expires less than production does.",
               "- refused writes are SETs Redis answered with OOM (noeviction, or volatile-* with nothing "
               "evictable): the decorator serves those requests from the model and counts a Redis error.",
-              "- maxmemory includes Redis's own baseline memory (about 1 MB empty) and client buffers.", ""]
+              "- maxmemory includes Redis's own baseline memory (about 1 MB empty) and client buffers: a size at "
+              "or below that baseline holds no entries, so its row reads hit ratio 0 whatever the policy.", ""]
     return "\n".join(line for line in lines if line is not None)
 
 
-def chart(result: dict, path: Path) -> None:
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def chart_title(result: dict) -> str:
+    """What was replayed: the trace, its request count and the stored value size."""
+    trace = result["trace"]
+    how = "measured" if result.get("value_bytes_measured") else "assumed"
+    return (f"{trace['source']}\n{trace['requests']:,} requests, {trace['distinct_keys']:,} distinct keys, "
+            f"{result['value_bytes']:,}-byte values ({how}); one marker per measured size (no interpolation)")
+
+
+def figure(result: dict):
+    """The hit-ratio chart as a matplotlib Figure (the caller saves and closes it).
+
+    Measured cells are markers only: nothing is drawn between two sizes, where nothing was measured. Each
+    series has its own marker and a small sideways offset (the x axis is log2), hollow markers for the exact
+    simulations, so that series on top of each other (a working set that fits: every policy hits the same)
+    all stay visible; the compulsory-miss bound is a dashed line, a bound at every size."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(8, 5))
+    fig, axes = pyplot.subplots(figsize=(10, 5.5))
     series: dict[tuple[str, int], list[tuple[int, float]]] = {}
     exact: dict[int, float] = {}
     exact_lfu: dict[int, float] = {}
@@ -121,27 +141,44 @@ def chart(result: dict, path: Path) -> None:
             exact.setdefault(cell["maxmemory"], cell["exact_lru_hit_ratio"])
             exact_lfu.setdefault(cell["maxmemory"], cell["exact_lfu_hit_ratio"])
     samples = {s for _, s in series}
-    for (policy, sample), points in sorted(series.items()):
-        points.sort()
-        label = policy if len(samples) == 1 else f"{policy} (samples {sample})"
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    drawn = [(policy if len(samples) == 1 else f"{policy} (samples {sample})", sorted(points), {})
+             for (policy, sample), points in sorted(series.items())]
     if exact:
-        sizes = sorted(exact)
-        axes.plot(sizes, [exact[s] for s in sizes], linestyle=":", color="grey", label="exact LRU (simulated)")
-        axes.plot(sizes, [exact_lfu[s] for s in sizes], linestyle="-.", color="grey", label="exact LFU (simulated)")
-    axes.axhline(result["compulsory_miss_bound"], color="black", linestyle="--", label="compulsory-miss bound")
+        hollow = {"color": "grey", "markerfacecolor": "none", "markersize": 9}
+        drawn.append(("exact LRU (simulated)", sorted(exact.items()), {**hollow, "marker": "o"}))
+        drawn.append(("exact LFU (simulated)", sorted(exact_lfu.items()), {**hollow, "marker": "s"}))
+    spread = 0.2  # log2 units from the first series to the last: each marker within 7 % of its size
+    for index, (label, points, style) in enumerate(drawn):
+        offset = 2 ** (spread * (index / (len(drawn) - 1) - 0.5)) if len(drawn) > 1 else 1.0
+        style = {"marker": MARKERS[index % len(MARKERS)], "markersize": 7, "alpha": 0.85, **style}
+        axes.plot([size * offset for size, _ in points], [ratio for _, ratio in points], linestyle="none",
+                  label=label, **style)
+    axes.axhline(result["compulsory_miss_bound"], color="black", linestyle="--", linewidth=1,
+                 label="compulsory-miss bound")
     axes.set_xscale("log", base=2)
     sizes = sorted({cell["maxmemory"] for cell in result["cells"]})
     axes.set_xticks(sizes, [format_size(s) for s in sizes])
-    axes.set_xlabel("maxmemory")
+    axes.minorticks_off()
+    if len(sizes) == 1:
+        axes.set_xlim(sizes[0] / 2, sizes[0] * 2)
+    axes.set_xlabel("maxmemory (markers of one size are spread slightly sideways so none hides another)")
     axes.set_ylabel("hit ratio")
-    axes.set_ylim(0, 1)
-    axes.set_title(result["trace"]["source"], fontsize=9)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title(chart_title(result), fontsize=9)
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: hides no marker
+    fig.tight_layout()
+    return fig
+
+
+def chart(result: dict, path: Path) -> None:
+    from matplotlib import pyplot
+
+    fig = figure(result)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        pyplot.close(fig)
 
 
 def write(result: dict, directory: Path) -> list[Path]:
