@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import yaml
 
-from tests.e2e.helpers import REAL_PODS, get_json, wait_for
+from tests.e2e.helpers import CHART_DIR, CRD_NAME, REAL_PODS, get_json, wait_for
 from cachedmodel_operator.testing.operator_process import OperatorProcess
 
 
@@ -110,3 +111,31 @@ class DeployedOperator:
 def pod_names(cluster, namespace: str, selector: str) -> set[str]:
     out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
     return {p["metadata"]["name"] for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")}
+
+
+@contextlib.contextmanager
+def installed_operator(stack, *helm_args: str):
+    """The chart installed as release `stack.release` in `stack.namespace`, watching `stack.models` (both
+    namespaces made here), its operator running as `stack.operator`. On exit every CachedModel, the release and
+    both namespaces are deleted, and the CRD too when this install brought it."""
+    cluster = stack.cluster
+    crd_existed = get_json(cluster, "crd", CRD_NAME) is not None
+    try:
+        for namespace in (stack.namespace, stack.models):
+            cluster.kubectl("create", "namespace", namespace)
+        cluster.helm("install", stack.release, str(CHART_DIR), "-n", stack.namespace,
+                     "--set", f"watchNamespaces[0]={stack.models}", *helm_args, "--wait", "--timeout", "5m",
+                     timeout=400)
+        stack.operator = DeployedOperator(cluster, stack.namespace, f"{stack.release}-cachedmodel-operator",
+                                          stack.workdir).start()
+        yield stack
+    finally:
+        if stack.operator:
+            stack.operator.stop()
+        cluster.kubectl("delete", "cachedmodels", "--all", "-n", stack.models, "--ignore-not-found", "--wait=false",
+                        check=False)
+        cluster.helm("uninstall", stack.release, "-n", stack.namespace, "--wait", check=False, timeout=300)
+        for namespace in (stack.models, stack.namespace):
+            cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
+        if not crd_existed:
+            cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)

@@ -34,9 +34,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import (CHART_DIR, CRD_NAME, MODEL_IMAGE, bridge_target, condition, describe,
+from tests.e2e.helpers import (MODEL_IMAGE, bridge_target, condition, describe,
                                example_cachedmodel, get_json, items, managed_children, redis_hits, wait_for)
-from tests.e2e.operator_runner import DeployedOperator, pod_names
+from tests.e2e.operator_runner import DeployedOperator, installed_operator, pod_names
 from cachedmodel.testing.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs_real_pods]
@@ -120,33 +120,19 @@ def stack(kube_cluster, tmp_path_factory):
     suffix = uuid.uuid4().hex[:6]
     st = Stack(cluster=kube_cluster, release=f"pods{suffix}", namespace=f"cm-pods-op-{suffix}",
                models=f"cm-pods-models-{suffix}", workdir=tmp_path_factory.mktemp("real-pods"))
-    crd_existed = get_json(kube_cluster, "crd", CRD_NAME) is not None
-    try:
-        for ns in (st.namespace, st.models):
-            kube_cluster.kubectl("create", "namespace", ns)
-        kube_cluster.helm("install", st.release, str(CHART_DIR), "-n", st.namespace,
-                          "--set", f"watchNamespaces[0]={st.models}", "--wait", "--timeout", "5m", timeout=400)
-        st.operator = DeployedOperator(kube_cluster, st.namespace, st.fullname, st.workdir).start()
-        body = example_cachedmodel(kube_cluster)
-        assert body["spec"]["redis"]["image"] == kube_cluster.redis_image
-        assert body["spec"]["model"]["replicas"] == 1, "one model pod: /metrics comes from the pod that answered"
-        st.name = body["metadata"]["name"]
-        kube_cluster.kubectl("apply", "-n", st.models, "-f", "-", input=json.dumps(body))
-        st.wait(st.ready, READY_TIMEOUT, f"CachedModel {st.name} Ready")
-        st.service_ip = get_json(kube_cluster, "service", st.name, "-n", st.models)["spec"]["clusterIP"]
-        yield st
-    finally:
-        if st.operator:
-            st.operator.stop()
-        kube_cluster.kubectl("delete", "pod", "-n", st.models, "-l", "app.kubernetes.io/name=netpol-probe",
-                             "--grace-period=0", "--ignore-not-found", check=False)
-        kube_cluster.kubectl("delete", "cachedmodels", "--all", "-n", st.models, "--ignore-not-found",
-                             "--wait=false", check=False)
-        kube_cluster.helm("uninstall", st.release, "-n", st.namespace, "--wait", check=False, timeout=300)
-        for ns in (st.models, st.namespace):
-            kube_cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-        if not crd_existed:
-            kube_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)
+    with installed_operator(st):
+        try:
+            body = example_cachedmodel(kube_cluster)
+            assert body["spec"]["redis"]["image"] == kube_cluster.redis_image
+            assert body["spec"]["model"]["replicas"] == 1, "one model pod: /metrics comes from the pod that answered"
+            st.name = body["metadata"]["name"]
+            kube_cluster.kubectl("apply", "-n", st.models, "-f", "-", input=json.dumps(body))
+            st.wait(st.ready, READY_TIMEOUT, f"CachedModel {st.name} Ready")
+            st.service_ip = get_json(kube_cluster, "service", st.name, "-n", st.models)["spec"]["clusterIP"]
+            yield st
+        finally:
+            kube_cluster.kubectl("delete", "pod", "-n", st.models, "-l", "app.kubernetes.io/name=netpol-probe",
+                                 "--grace-period=0", "--ignore-not-found", check=False)
 
 
 def _serving(http: httpx.Client) -> bool:

@@ -8,7 +8,6 @@ addresses (checked with cluster.network.owns), bounded in count and time.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import uuid
@@ -20,9 +19,9 @@ import httpx
 import pytest
 
 from cachedmodel_operator.testing.images import image_ref, images_manifest
-from tests.e2e.helpers import (CHART_DIR, CRD_NAME, bridge_target, condition, describe, example_cachedmodel,
-                               get_json, items, wait_for)
-from tests.e2e.operator_runner import DeployedOperator
+from tests.e2e.helpers import bridge_target, condition, describe, example_cachedmodel, get_json, items, wait_for
+from tests.e2e.operator_runner import DeployedOperator, installed_operator
+from tests.support.metrics import page_metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs_real_pods]
 
@@ -90,12 +89,6 @@ def cachedmodel(stack: Stack, name: str, **spec) -> dict:
     return body
 
 
-def metric(text: str, name: str) -> float:
-    """A series summed over its label sets, from a /metrics page."""
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.eE+-]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
-
-
 def serving(url: str) -> bool:
     try:
         return httpx.get(f"{url}/api/health/ready", timeout=3, trust_env=False).status_code == 200
@@ -110,26 +103,8 @@ def stack(kube_cluster, tmp_path_factory):
     suffix = uuid.uuid4().hex[:6]
     st = Stack(cluster=kube_cluster, release=f"own{suffix}", namespace=f"cm-own-op-{suffix}",
                models=f"cm-own-models-{suffix}", workdir=tmp_path_factory.mktemp("own-model"))
-    crd_existed = get_json(kube_cluster, "crd", CRD_NAME) is not None
-    try:
-        for ns in (st.namespace, st.models):
-            kube_cluster.kubectl("create", "namespace", ns)
-        kube_cluster.helm("install", st.release, str(CHART_DIR), "-n", st.namespace,
-                          "--set", f"watchNamespaces[0]={st.models}", "--set", "cacheStatus.scrapeSeconds=3",
-                          "--wait", "--timeout", "5m", timeout=400)
-        st.operator = DeployedOperator(kube_cluster, st.namespace, f"{st.release}-cachedmodel-operator",
-                                       st.workdir).start()
+    with installed_operator(st, "--set", "cacheStatus.scrapeSeconds=3"):
         yield st
-    finally:
-        if st.operator:
-            st.operator.stop()
-        kube_cluster.kubectl("delete", "cachedmodels", "--all", "-n", st.models, "--ignore-not-found",
-                             "--wait=false", check=False)
-        kube_cluster.helm("uninstall", st.release, "-n", st.namespace, "--wait", check=False, timeout=300)
-        for ns in (st.models, st.namespace):
-            kube_cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-        if not crd_existed:
-            kube_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)
 
 
 # ------------------------------------------------------------------ a second model through the door
@@ -215,7 +190,7 @@ def _burst_of_identical_misses(stack: Stack, name: str, inputs: int, per_pod: in
     (all released together by a barrier); returns the model calls the pods counted."""
     pods = stack.pod_urls(name)
     assert len(pods) == 2, pods
-    before = sum(metric(httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text,
+    before = sum(page_metric(httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text,
                         "cachedmodel_model_seconds_count") for url in pods)
     with httpx.Client(timeout=30, trust_env=False, limits=httpx.Limits(max_connections=2 * per_pod)) as http:
         for number in range(inputs):
@@ -229,7 +204,7 @@ def _burst_of_identical_misses(stack: Stack, name: str, inputs: int, per_pod: in
             with ThreadPoolExecutor(2 * per_pod) as pool:
                 codes = list(pool.map(send, [url for url in pods for _ in range(per_pod)]))
             assert codes == [200] * (2 * per_pod), codes
-    after = sum(metric(httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text,
+    after = sum(page_metric(httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text,
                        "cachedmodel_model_seconds_count") for url in pods)
     return after - before
 
@@ -323,7 +298,7 @@ def test_bumping_the_epoch_under_traffic_loses_nothing_and_starts_a_new_namespac
         assert traffic.sent > 0
         pods = stack.pod_urls(name)
         for pod in pods:  # every pod serves the new epoch
-            assert metric(httpx.get(f"{pod}/metrics", timeout=10, trust_env=False).text,
+            assert page_metric(httpx.get(f"{pod}/metrics", timeout=10, trust_env=False).text,
                           "cachedmodel_cache_epoch") == 1
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as http:
             first = http.post(INSURANCE_PATH, json=cached)

@@ -19,8 +19,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.helpers import CHART_DIR, CRD_NAME, bridge_target, condition, example_cachedmodel, get_json, items, wait_for
-from tests.e2e.operator_runner import DeployedOperator
+from tests.e2e.helpers import bridge_target, condition, example_cachedmodel, get_json, items, wait_for
+from tests.e2e.operator_runner import installed_operator
 from tests.e2e.test_real_pods import CONNECT, PREDICT_PATH, PREDICTION, READY_TIMEOUT, Stack, probe_pod
 from cachedmodel.testing.processes import wait_until
 
@@ -36,24 +36,8 @@ def stack(kube_cluster, tmp_path_factory):
     suffix = uuid.uuid4().hex[:6]
     st = Stack(cluster=kube_cluster, release=f"topo{suffix}", namespace=f"cm-topo-op-{suffix}",
                models=f"cm-topo-models-{suffix}", workdir=tmp_path_factory.mktemp("real-pods-topologies"))
-    crd_existed = get_json(kube_cluster, "crd", CRD_NAME) is not None
-    try:
-        for ns in (st.namespace, st.models):
-            kube_cluster.kubectl("create", "namespace", ns)
-        kube_cluster.helm("install", st.release, str(CHART_DIR), "-n", st.namespace,
-                          "--set", f"watchNamespaces[0]={st.models}", "--wait", "--timeout", "5m", timeout=400)
-        st.operator = DeployedOperator(kube_cluster, st.namespace, st.fullname, st.workdir).start()
+    with installed_operator(st):
         yield st
-    finally:
-        if st.operator:
-            st.operator.stop()
-        kube_cluster.kubectl("delete", "cachedmodels", "--all", "-n", st.models, "--ignore-not-found",
-                             "--wait=false", check=False)
-        kube_cluster.helm("uninstall", st.release, "-n", st.namespace, "--wait", check=False, timeout=300)
-        for ns in (st.models, st.namespace):
-            kube_cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-        if not crd_existed:
-            kube_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)
 
 
 def deploy(stack: Stack, name: str, redis: dict) -> str:
