@@ -18,11 +18,13 @@ help: ## list the tasks
 # ---------------------------------------------------------------- setup
 # The venv is exactly requirements/dev.lock (every package, transitive ones included, hash-checked);
 # when the lock or a pyproject changes it is made anew, so nothing the lock dropped lingers.
-$(VENV)/.installed: requirements/dev.lock pyproject.toml operator/pyproject.toml examples/pyproject.toml
+$(VENV)/.installed: requirements/dev.lock pyproject.toml operator/pyproject.toml examples/pyproject.toml \
+		examples/iris_model/pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.lock
-	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e . -e ./operator -e ./examples
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e . -e ./operator -e ./examples \
+	  -e ./examples/iris_model
 	$(PIP) check
 	touch $@
 

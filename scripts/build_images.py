@@ -1,8 +1,9 @@
 """Build the project's container images into a cache outside the repo (`make images`).
 
 Two routes, chosen by whether `docker info` answers:
-- a running Docker engine (a user's): the two project images are built as users build them, on
-  python:3.11.10-slim-bookworm, and redis:7.2 is taken as it is (pulled when missing);
+- a running Docker engine (a user's): the project images are built as users build them (the operator
+  and the model runtime on python:3.11.10-slim-bookworm, the two example model images on the
+  runtime), and redis:7.2 is taken as it is (pulled when missing);
 - none (these machines: no engine, no registry): Debian's docker.io is installed when missing and an
   engine of our own is started for this build only (own containerd and dockerd, state under the
   cache so images persist, sockets in a temp dir, no iptables/bridge/forwarding changes on the
@@ -53,12 +54,18 @@ LOCAL_DEBIAN = "cachedmodel-local/debian:bookworm-minbase"
 LOCAL_PYTHON = "cachedmodel-local/python:3.11-bookworm"
 LOCAL_REDIS = "cachedmodel-local/redis:7.0-bookworm"
 PAUSE = "cachedmodel-local/pause:3.10"
+RUNTIME_IMAGE = "cachedmodel/model-runtime:0.1.0"
 MODEL_IMAGE = "cachedmodel/insurance-charges-model:0.1.0"
+IRIS_IMAGE = "cachedmodel/iris-model:0.1.0"
 OPERATOR_IMAGE = "cachedmodel/operator:0.1.0"
 
 # The images a node imports (each gets an archive); the same names as
-# cachedmodel_operator.testing.images.IMAGES (a unit test keeps them equal).
-NODE_IMAGES = ("model-service", "operator", "redis", "pause")
+# cachedmodel_operator.testing.images.IMAGES (a unit test keeps them equal). Not "model-runtime": no
+# pod runs it, and a model image's archive carries its layers.
+NODE_IMAGES = ("model-service", "iris-model", "operator", "redis", "pause")
+
+# The build arg through which a Dockerfile takes each base's tag.
+BASE_ARGS = {"debian": "DEBIAN_IMAGE", "python": "PYTHON_IMAGE", "model-runtime": "RUNTIME_IMAGE"}
 
 DEBIAN_SUITE = "bookworm"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -597,8 +604,7 @@ class Builder:
         bases = {base: self.results[base].key for base in spec.bases}
         args = dict(spec.build_args)
         for base in spec.bases:  # a base's tag goes in through the build arg the Dockerfile declares
-            arg = {"debian": "DEBIAN_IMAGE", "python": "PYTHON_IMAGE"}[base]
-            args[arg] = self.results[base].image
+            args[BASE_ARGS[base]] = self.results[base].image
         files = tree_digest(ctx)
         files.pop(spec.dockerfile.relative_to(ROOT).as_posix())  # keyed by its bytes below
         key = image_key(spec.name, spec.image, spec.dockerfile.read_bytes(), files, args, bases)
@@ -736,10 +742,14 @@ find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
 
 
 def plan(bases: str) -> list[Spec]:
-    """The project's two images, on the "python" base built or taken before them (its tag goes in as PYTHON_IMAGE)."""
+    """The project's images, in build order: the operator and the model runtime on the "python" base built
+    or taken before them (its tag goes in as PYTHON_IMAGE), then the model images on the runtime (as
+    RUNTIME_IMAGE; the runtime's key is part of theirs, so a runtime change rebuilds them)."""
     return [
         Spec("operator", OPERATOR_IMAGE, ROOT / "images/operator/Dockerfile", "repo", bases=["python"]),
-        Spec("model-service", MODEL_IMAGE, ROOT / "images/model-service/Dockerfile", "repo", bases=["python"]),
+        Spec("model-runtime", RUNTIME_IMAGE, ROOT / "images/model-runtime/Dockerfile", "repo", bases=["python"]),
+        Spec("model-service", MODEL_IMAGE, ROOT / "images/model-service/Dockerfile", "repo", bases=["model-runtime"]),
+        Spec("iris-model", IRIS_IMAGE, ROOT / "images/iris-model/Dockerfile", "repo", bases=["model-runtime"]),
     ]
 
 

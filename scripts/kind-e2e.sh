@@ -2,9 +2,9 @@
 # `make kind-e2e`: the e2e suite (tests/e2e) against a real kind cluster, where pods really run.
 #
 #   1. check docker, kind, kubectl, helm (kubectl/helm from `make tools` when built);
-#   2. build both images (`make images`), pull the Redis image the example uses;
+#   2. build the images (`make images`), pull the Redis image the example uses;
 #   3. create the kind cluster of kind-config.yaml with its own kubeconfig (your ~/.kube/config is
-#      left alone) and `kind load docker-image` the three images, so the node pulls nothing;
+#      left alone) and `kind load docker-image` the four images, so the node pulls nothing;
 #   4. run `pytest tests/e2e` with CACHEDMODEL_KUBECONFIG=<that kubeconfig> and CACHEDMODEL_REAL_PODS=1:
 #      the same suite `make test` runs on the local control plane, plus the real-traffic tests —
 #      helm install, the operator Deployment running in the cluster, the example CachedModel Ready,
@@ -25,6 +25,7 @@ KIND_RELEASE=v0.33            # kind-config.yaml pins a node image built by this
 CLUSTER=${KIND_CLUSTER_NAME:-cachedmodel-e2e}
 OPERATOR_IMAGE=cachedmodel/operator:0.1.0
 MODEL_IMAGE=cachedmodel/insurance-charges-model:0.1.0
+IRIS_IMAGE=cachedmodel/iris-model:0.1.0          # the second example model (tests/e2e/test_real_pods_own_model.py)
 REDIS_IMAGE=${CACHEDMODEL_REDIS_IMAGE:-redis:7.2}   # default: the example CachedModel's spec.redis.image
 KIND_CONFIG=${KIND_CONFIG:-kind-config.yaml}
 PYTHON=.venv/bin/python
@@ -124,7 +125,7 @@ load_image() {
 }
 
 log "loading images into the node"
-for image in "$OPERATOR_IMAGE" "$MODEL_IMAGE" "$REDIS_IMAGE"; do
+for image in "$OPERATOR_IMAGE" "$MODEL_IMAGE" "$IRIS_IMAGE" "$REDIS_IMAGE"; do
   load_image "$image"
 done
 

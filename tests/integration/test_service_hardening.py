@@ -302,8 +302,8 @@ HEAVY = ("cachedmodel", "pydantic", "redis", "fastapi", "starlette", "ml_base", 
 
 
 def _healthcheck_command() -> list[str]:
-    from tests.integration.test_service_image import final_stage, local_command
-    return local_command(final_stage(DOCKERFILE.read_text())["healthcheck"])
+    from tests.integration.test_service_image import image_contract, local_command
+    return local_command(image_contract(DOCKERFILE)["healthcheck"])
 
 
 def test_healthcheck_imports_nothing_heavy_and_works_against_the_service(service):

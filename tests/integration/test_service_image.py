@@ -21,6 +21,7 @@ from cachedmodel.testing.model_service import REPO, ModelService
 pytestmark = pytest.mark.integration
 
 DOCKERFILE = REPO / "images" / "model-service" / "Dockerfile"
+RUNTIME_DOCKERFILE = REPO / "images" / "model-runtime" / "Dockerfile"
 BODY = {"age": 30, "sex": "male", "bmi": 22.1, "children": 0, "smoker": False, "region": "southwest"}
 
 
@@ -57,13 +58,26 @@ def final_stage(text: str) -> dict:
     return stage
 
 
+def image_contract(dockerfile: Path) -> dict:
+    """A model image's final stage on top of the runtime's (`FROM ${RUNTIME_IMAGE}`): the runtime's ENV,
+    CMD, HEALTHCHECK and USER unless the model image sets its own, and both stages' COPYs."""
+    text = dockerfile.read_text()
+    stage = final_stage(text)
+    if "FROM ${RUNTIME_IMAGE}" not in text:
+        return stage
+    base = final_stage(RUNTIME_DOCKERFILE.read_text())
+    return {"env": {**base["env"], **stage["env"]}, "cmd": stage["cmd"] or base["cmd"],
+            "healthcheck": stage["healthcheck"] or base["healthcheck"], "user": stage["user"] or base["user"],
+            "copies": base["copies"] + stage["copies"]}
+
+
 def local_command(command: list[str]) -> list[str]:
     """The image's `python` is the venv's; here it is this interpreter."""
     return [sys.executable if part == "python" else part for part in command]
 
 
 def test_dockerfile_contract():
-    stage = final_stage(DOCKERFILE.read_text())
+    stage = image_contract(DOCKERFILE)
     assert stage["user"] == "10001:10001"
     assert stage["env"]["PORT"] == "8000" and stage["env"]["HOST"] == "0.0.0.0"
     assert stage["env"]["REST_CONFIG"] == "/etc/cachedmodel/rest_config.yaml"
@@ -73,7 +87,7 @@ def test_dockerfile_contract():
 
 
 def test_entrypoint_serves_probes_and_predictions_like_the_container(redis_server, tmp_path):
-    stage = final_stage(DOCKERFILE.read_text())
+    stage = image_contract(DOCKERFILE)
     config_source = dict((dest, src) for src, dest in stage["copies"])[stage["env"]["REST_CONFIG"]]
     service = ModelService(config=REPO / config_source, command=local_command(stage["cmd"]))
     env = {k: v for k, v in stage["env"].items() if k != "PATH"}
@@ -104,7 +118,7 @@ def test_entrypoint_serves_probes_and_predictions_like_the_container(redis_serve
 
 
 def test_healthcheck_fails_when_nothing_listens(tmp_path):
-    stage = final_stage(DOCKERFILE.read_text())
+    stage = image_contract(DOCKERFILE)
     from cachedmodel.testing.redis_server import free_port
     result = subprocess.run(local_command(stage["healthcheck"]), env={**os.environ, "PORT": str(free_port())},
                             capture_output=True, text=True, timeout=30)

@@ -14,7 +14,9 @@ from cachedmodel_operator.testing import images as images_helper
 from scripts import build_images as bi
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_DOCKERFILES = [ROOT / "images" / "operator" / "Dockerfile", ROOT / "images" / "model-service" / "Dockerfile"]
+PROJECT_DOCKERFILES = [ROOT / "images" / name / "Dockerfile" for name in ("operator", "model-runtime", "model-service",
+                                                                         "iris-model")]
+MODEL_DOCKERFILES = [ROOT / "images" / name / "Dockerfile" for name in ("model-service", "iris-model")]
 
 
 # ---------------------------------------------------------------- .dockerignore rules
@@ -205,13 +207,21 @@ def test_archive_names_are_plain_file_names():
 
 # ---------------------------------------------------------------- plan, apt sources, engine
 
-def test_project_images_build_on_the_python_base_under_their_shipping_tags():
-    specs = {spec.name: spec for spec in bi.plan("local")}
-    assert specs["operator"].image == "cachedmodel/operator:0.1.0"
-    assert specs["model-service"].image == "cachedmodel/insurance-charges-model:0.1.0"
-    for spec in specs.values():
-        assert spec.bases == ["python"] and spec.context == "repo" and not spec.build_args
-        assert 'ARG PYTHON_IMAGE=' + bi.UPSTREAM_PYTHON in spec.dockerfile.read_text(), "users' default base"
+def test_project_images_build_on_their_bases_under_their_shipping_tags():
+    plan = bi.plan("local")
+    specs = {spec.name: spec for spec in plan}
+    assert {name: spec.image for name, spec in specs.items()} == {
+        "operator": "cachedmodel/operator:0.1.0", "model-runtime": "cachedmodel/model-runtime:0.1.0",
+        "model-service": "cachedmodel/insurance-charges-model:0.1.0", "iris-model": "cachedmodel/iris-model:0.1.0"}
+    assert specs["operator"].bases == specs["model-runtime"].bases == ["python"]
+    assert specs["model-service"].bases == specs["iris-model"].bases == ["model-runtime"]
+    names = [spec.name for spec in plan]
+    for position, spec in enumerate(plan):
+        assert spec.context == "repo" and not spec.build_args
+        for base in spec.bases:  # built before, or a base made by build_all before the plan
+            assert base in names[:position] or base == "python", (spec.name, base)
+            default = {"python": bi.UPSTREAM_PYTHON, "model-runtime": bi.RUNTIME_IMAGE}[base]
+            assert f"ARG {bi.BASE_ARGS[base]}={default}\n" in spec.dockerfile.read_text(), "users' default base"
     assert bi.LOCAL_REDIS.endswith(":7.0-bookworm"), "Debian's redis is 7.0: tagged for what it is"
     for dockerfile in ("python.Dockerfile", "redis.Dockerfile"):
         assert "ARG DEBIAN_IMAGE=" + bi.LOCAL_DEBIAN in (ROOT / "images" / "base" / dockerfile).read_text()
@@ -262,3 +272,136 @@ def test_an_incomplete_manifest_never_replaces_a_complete_one(tmp_path):
     assert bi.read_manifest(tmp_path) == newer
     (tmp_path / "images.json").unlink()
     assert bi.write_manifest(tmp_path, incomplete) == tmp_path / "images.json", "better than none"
+
+
+# ---------------------------------------------------------------- the runtime and the model images
+
+class FakeEngine(bi.Engine):
+    """Records builds instead of running them; images "exist" once built, with their key label."""
+
+    def __init__(self):
+        super().__init__("docker", {})
+        self.labels: dict[str, str] = {}
+        self.built: list[list[str]] = []
+
+    def label(self, image):
+        return self.labels.get(image)
+
+    def inspect(self, image):
+        return {"Id": "sha256:" + "1" * 64, "Size": 1} if image in self.labels else None
+
+    def docker(self, *args, **kwargs):
+        if args[0] == "save":
+            Path(args[args.index("-o") + 1]).write_bytes(b"tar")
+        return bi.subprocess.CompletedProcess(args, 0, b"", b"")
+
+
+def build_plan(tmp_path: Path, python_key: str, monkeypatch) -> tuple[FakeEngine, dict]:
+    engine = FakeEngine()
+
+    def stream(self, name, cmd):
+        engine.built.append(cmd)
+        engine.labels[cmd[cmd.index("-t") + 1]] = cmd[cmd.index("--label") + 1].split("=", 1)[1]
+
+    monkeypatch.setattr(bi.Builder, "stream", stream)
+    builder = bi.Builder(engine, tmp_path / "cache", "host")
+    try:
+        builder.results["python"] = bi.Result("python", bi.LOCAL_PYTHON, python_key, True, 0.0)
+        for spec in bi.plan("local"):
+            builder.build(spec)
+    finally:
+        builder.close()
+    return engine, builder.results
+
+
+def test_model_images_are_built_from_the_runtime_and_keyed_by_it(tmp_path, monkeypatch):
+    engine, results = build_plan(tmp_path, "p" * 64, monkeypatch)
+    order = [cmd[cmd.index("-t") + 1] for cmd in engine.built]
+    assert order.index(bi.RUNTIME_IMAGE) < order.index(bi.MODEL_IMAGE)
+    assert order.index(bi.RUNTIME_IMAGE) < order.index(bi.IRIS_IMAGE)
+    for cmd in engine.built:
+        args = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--build-arg"]
+        if cmd[cmd.index("-t") + 1] in (bi.MODEL_IMAGE, bi.IRIS_IMAGE):
+            assert args == [f"RUNTIME_IMAGE={bi.RUNTIME_IMAGE}"]
+        else:
+            assert args == [f"PYTHON_IMAGE={bi.LOCAL_PYTHON}"]
+    # the node imports the model images, not the runtime (their archives carry its layers)
+    assert results["iris-model"].archive and results["model-service"].archive
+    assert results["model-runtime"].archive is None
+
+    # a new python base: a new runtime key, and so new model keys; the operator's changes too
+    _, again = build_plan(tmp_path / "again", "q" * 64, monkeypatch)
+    for name in ("operator", "model-runtime", "model-service", "iris-model"):
+        assert again[name].key != results[name].key, name
+    # the same inputs: the same keys, and nothing rebuilt (the engine has the labelled images)
+    engine.built.clear()
+    builder = bi.Builder(engine, tmp_path / "cache", "host")
+    try:
+        builder.results["python"] = bi.Result("python", bi.LOCAL_PYTHON, "p" * 64, True, 0.0)
+        cached = [builder.build(spec) for spec in bi.plan("local")]
+    finally:
+        builder.close()
+    assert all(result.cached for result in cached) and not engine.built
+    assert {result.name: result.key for result in cached} == {name: results[name].key for name in
+                                                              ("operator", "model-runtime", "model-service", "iris-model")}
+
+
+def test_model_images_are_their_package_on_the_runtime_and_nothing_else():
+    """The serving contract (CMD, HEALTHCHECK, ENV, uid) lives in the runtime once; a model image only adds."""
+    runtime = (ROOT / "images" / "model-runtime" / "Dockerfile").read_text()
+    final = runtime[runtime.rindex("\nFROM "):]
+    assert 'CMD ["python", "-m", "cachedmodel.service"]' in final and "HEALTHCHECK " in final
+    assert re.search(r"^USER 10001:10001$", final, re.M)
+    for env in ("PORT=8000", "HOST=0.0.0.0", "REST_CONFIG=/etc/cachedmodel/rest_config.yaml",
+                "PYTHONDONTWRITEBYTECODE=1"):
+        assert env in final, env
+    code = "\n".join(line for line in runtime.splitlines() if not line.startswith("#"))
+    assert not re.search(r"scikit|insurance|iris|examples", code, re.I), "the runtime has no model"
+    context = bi.context_files(ROOT, bi.parse_dockerignore(
+        bi.dockerignore_of(ROOT / "images" / "model-runtime" / "Dockerfile").read_text()))
+    assert context and not [f for f in context if f.startswith(("examples/", "operator/", "src/cachedmodel/testing/"))]
+    for dockerfile in MODEL_DOCKERFILES:
+        text = dockerfile.read_text()
+        instructions = [line.split()[0] for line in re.sub(r"\\\n", " ", text).splitlines()
+                        if line.strip() and not line.startswith(("#", " "))]
+        assert [i for i in instructions if i == "FROM"] == ["FROM"], "one stage, on the runtime"
+        assert f"ARG RUNTIME_IMAGE={bi.RUNTIME_IMAGE}\nFROM ${{RUNTIME_IMAGE}}\n" in text
+        assert not {"CMD", "ENTRYPOINT", "HEALTHCHECK", "ENV"} & set(instructions), dockerfile
+        users = re.findall(r"^USER (.+)$", text, re.M)
+        assert users == ["0:0", "10001:10001"], "installs as root, then runs as 10001 again"
+        assert re.search(r"^COPY \S+ /etc/cachedmodel/rest_config.yaml$", text, re.M)
+        installs = [line for line in re.sub(r"\\\n", " ", text).splitlines() if "pip install" in line]
+        assert installs and all("--require-hashes" in line or "--no-build-isolation" in line for line in installs)
+        assert "pip uninstall --yes setuptools wheel" in text and "pip check" in text
+
+
+def read_lock(name: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """name -> (version, hashes) of requirements/<name>.lock."""
+    entries = {}
+    for block in re.sub(r"\\\n", " ", (ROOT / "requirements" / f"{name}.lock").read_text()).splitlines():
+        block = block.split("#", 1)[0].strip()
+        if block:
+            requirement, *hashes = block.split(" --hash=")
+            package, _, version = requirement.partition("==")
+            entries[package.strip().lower().replace("_", "-")] = (version.strip(), frozenset(h.strip() for h in hashes))
+    return entries
+
+
+def test_image_locks_agree_with_the_runtime_lock_and_the_dev_lock():
+    """A model image's lock pins what the runtime has exactly as the runtime does: pip skips it rather
+    than replacing the runtime's packages; everything is a tested (dev.lock) version and file."""
+    dev, runtime = read_lock("dev"), read_lock("model-runtime")
+    assert {"rest-model-service", "uvicorn", "fastapi", "redis", "pyyaml"} <= set(runtime)
+    assert not {"scikit-learn", "numpy", "scipy", "joblib", "matplotlib", "pytest"} & set(runtime)
+    for image in ("model-runtime", "model-service", "iris-model"):
+        lock = read_lock(image)
+        assert lock and all(hashes for _, hashes in lock.values()), image
+        for package, pin in lock.items():
+            assert dev.get(package) == pin, f"{image}.lock: {package} differs from dev.lock"
+            if package in runtime:
+                assert runtime[package] == pin, f"{image}.lock: {package} differs from model-runtime.lock"
+    assert set(runtime) - {"setuptools", "wheel"} <= set(read_lock("model-service")), "the insurance lock is a superset"
+    assert {"scikit-learn", "numpy", "joblib", "setuptools", "wheel"} <= set(read_lock("iris-model"))
+    for image in ("model-runtime", "iris-model"):
+        ignore = bi.dockerignore_of(ROOT / "images" / image / "Dockerfile").read_text()
+        assert f"!requirements/{image}.lock" in ignore.splitlines()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = [ROOT / "images" / "operator" / "Dockerfile", ROOT / "images" / "model-service" / "Dockerfile"]
+# The model images (model-service, iris-model) are FROM the model runtime and create no account of their own.
+DOCKERFILES = [ROOT / "images" / "operator" / "Dockerfile", ROOT / "images" / "model-runtime" / "Dockerfile"]
 
 # Debian bookworm base-passwd 3.6.1 (/usr/share/base-passwd/{group,passwd}.master): the static names
 # every Debian image has, plus the system users that minbase's packages add.

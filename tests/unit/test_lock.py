@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "requirements"
 IMAGE_LOCKS = {"model-service": LOCKS / "model-service.lock", "operator": LOCKS / "operator.lock"}
 DEMO_LOCK = LOCKS / "demo.lock"
-PROJECT_PACKAGES = {"cachedmodel", "cachedmodel-operator", "insurance-charges-model"}
+PROJECT_PACKAGES = {"cachedmodel", "cachedmodel-operator", "insurance-charges-model", "iris-model"}
 
 
 def read_lock(path: Path) -> dict[str, tuple[str, frozenset[str]]]:

@@ -81,8 +81,8 @@ def test_error_type_names_come_from_the_status():
 
 
 def test_the_dockerfile_healthcheck_is_the_probe_modules_command():
-    from tests.integration.test_service_image import DOCKERFILE, final_stage
-    assert final_stage(DOCKERFILE.read_text())["healthcheck"] == HEALTHCHECK_COMMAND
+    from tests.integration.test_service_image import DOCKERFILE, image_contract
+    assert image_contract(DOCKERFILE)["healthcheck"] == HEALTHCHECK_COMMAND
 
 
 def test_the_healthcheck_command_runs_the_probe_file_without_the_package():

@@ -12,7 +12,7 @@
                 ...}}
 
 The images of IMAGES have a `docker save` archive (`ctr -n k8s.io images import ARCHIVE`); the bases
-("debian", "python") are listed with archive null. With local bases, "redis" is
+("debian", "python", "model-runtime") are listed with archive null. With local bases, "redis" is
 cachedmodel-local/redis:7.0-bookworm (Debian's redis-server), not redis:7.2: a CachedModel run on such a
 node names `images_manifest()["images"]["redis"]["image"]` in spec.redis.image.
 
@@ -24,8 +24,9 @@ import json
 import os
 from pathlib import Path
 
-# The images a node imports, by the names the manifest uses.
-IMAGES = frozenset({"model-service", "operator", "redis", "pause"})
+# The images a node imports, by the names the manifest uses ("model-runtime", the base of the two model
+# images, is listed in the manifest too, without an archive: no pod runs it).
+IMAGES = frozenset({"model-service", "iris-model", "operator", "redis", "pause"})
 
 MANIFEST_VERSION = 1
 
