@@ -1,7 +1,7 @@
 """Issue 19 on real pods: a second model through the door, the pod fields on a real node, shared
 single-flight across pods, and an epoch bump under traffic.
 
-One operator installed with Helm from the chart (status.cache read every 3 s), watching one namespace;
+One operator installed with Helm from the chart (status.cache read every 5 s), watching one namespace;
 each test applies CachedModels of its own there. All traffic goes to the bridge's pod and Service
 addresses (checked with cluster.network.owns), bounded in count and time.
 """
@@ -103,7 +103,7 @@ def stack(kube_cluster, tmp_path_factory):
     suffix = uuid.uuid4().hex[:6]
     st = Stack(cluster=kube_cluster, release=f"own{suffix}", namespace=f"cm-own-op-{suffix}",
                models=f"cm-own-models-{suffix}", workdir=tmp_path_factory.mktemp("own-model"))
-    with installed_operator(st, "--set", "cacheStatus.scrapeSeconds=3"):
+    with installed_operator(st, "--set", "cacheStatus.scrapeSeconds=5"):
         yield st
 
 
