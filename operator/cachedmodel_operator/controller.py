@@ -53,7 +53,7 @@ BACKOFF_START, BACKOFF_MAX = 2.0, 300.0
 CHILD_RESOURCES = [
     ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"), ("", "v1", "services"),
     ("", "v1", "configmaps"), ("networking.k8s.io", "v1", "networkpolicies"),
-    ("policy", "v1", "poddisruptionbudgets"),
+    ("policy", "v1", "poddisruptionbudgets"), ("autoscaling", "v2", "horizontalpodautoscalers"),
 ]
 STATUS_KINDS = ("Deployment", "StatefulSet")
 # (group, plural) of everything watched besides CachedModels: the API server filters these by our label

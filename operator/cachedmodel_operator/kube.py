@@ -30,6 +30,7 @@ KINDS = {
     "StatefulSet": ("/apis/apps/v1", "statefulsets"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     schema.KIND: (f"/apis/{schema.API_VERSION}", schema.PLURAL),
 }
 
@@ -128,8 +129,8 @@ class Kube:
         return self._call("PATCH", self.path(schema.KIND, namespace, name, "status"), body={"status": status},
                           content_type="application/merge-patch+json")
 
-    def warn(self, body: dict, reason: str, message: str) -> None:
-        """A Warning event on the CachedModel (best effort: never fails the reconcile)."""
+    def warn(self, body: dict, reason: str, message: str, event_type: str = "Warning") -> None:
+        """A Warning (or `event_type`) event on the CachedModel (best effort: never fails the reconcile)."""
         meta = body["metadata"]
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -137,7 +138,7 @@ class Kube:
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": schema.API_VERSION, "kind": schema.KIND, "name": meta["name"],
                                "namespace": meta["namespace"], "uid": meta.get("uid")},
-            "type": "Warning", "reason": reason, "message": message[:1024],
+            "type": event_type, "reason": reason, "message": message[:1024],
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
             "source": {"component": MANAGER}, "reportingComponent": MANAGER,
         }

@@ -4,6 +4,8 @@ Synchronous (runs in a worker thread); all decisions come from the pure builders
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from dataclasses import dataclass, field
 
@@ -25,9 +27,11 @@ class Memory:
 
     desired: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, name) -> last applied manifest
     pruned_mode: str | None = None  # the non-managed Redis mode we already cleaned up for
+    autoscaler_pruned: bool = False  # no spec.model.autoscaling, and its HPA already deleted (once per worker)
     status: dict | None = None  # the status we last wrote
     checked: set[tuple[str, str]] = field(default_factory=set)  # children found free to take (once per worker)
     warned: dict[str, set[str]] = field(default_factory=dict)  # condition type -> pod reasons already evented
+    provided_secret: str | None = None  # uid of a bring-your-own password Secret already announced (event)
 
 
 class ChildConflict(Exception):
@@ -72,18 +76,85 @@ def check_free(kube: Kube, cm: CachedModel, kind: str, name: str, memory: Memory
     memory.checked.add((kind, name))
 
 
+# what ensure_secret does with the `<name>-redis-auth` Secret it finds (secret_source)
+CREATE, KEEP, REPLACE, PROVIDED = "create", "keep", "replace", "provided"
+PROVIDED_REASON = "RedisPasswordProvided"
+
+
+def _password_problem(encoded: str) -> str | None:
+    """Why a password (base64, as the API returns Secret data) cannot be the managed Redis's, or None.
+    It goes into redis.conf inside double quotes (requirepass, masterauth, sentinel auth-pass). Pure."""
+    try:
+        password = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return "it is not UTF-8 text"
+    if not password:
+        return "it is empty (Redis would run without a password)"
+    if password.endswith(("\n", "\r")):
+        return ("it ends with a line break (a Secret made --from-file of a file written with echo?): make it with "
+                "--from-literal, or from a file written with printf")
+    if any(c in '"\\' or ord(c) < 32 or ord(c) == 127 for c in password):
+        return "it holds a double quote, a backslash or a control character, which redis.conf cannot take"
+    return None
+
+
+def secret_source(live: dict | None, cm: CachedModel) -> str:
+    """Pure: what to do with the Secret `<name>-redis-auth` as found (`live`, None when absent).
+
+    CREATE: absent, so the operator makes one with a generated password (owned: it goes with the
+    CachedModel). KEEP: ours, with its password. REPLACE: ours, but its `password` key was removed or
+    emptied. PROVIDED: bring your own password: a Secret this CachedModel does not control (made by hand,
+    or by a secrets tool such as Sealed Secrets or External Secrets, which may control it) with a usable
+    `password`: Redis and the model pods use it as it is; the operator never rewrites, replaces or
+    deletes it (pruning and the garbage collector leave it too). Anything else of that name is someone
+    else's and unusable: ChildConflict naming the way out, and the Secret is left alone."""
+    if live is None:
+        return CREATE
+    where = f"Secret {cm.namespace}/{cm.redis_secret_name}"
+    encoded = (live.get("data") or {}).get(PASSWORD_KEY)
+    if owned(live, cm):
+        return KEEP if encoded else REPLACE
+    ref = foreign_controller(live, cm)
+    by = f" (it is controlled by {ref.get('kind')} {ref.get('name')})" if ref else ""
+    if encoded is None:
+        raise ChildConflict(f"{where} already exists, has no {PASSWORD_KEY!r} key and is not owned by this "
+                            f"CachedModel{by}: the operator will not replace it; add the key (your own Redis "
+                            f"password), delete or rename the Secret, or rename this CachedModel")
+    problem = _password_problem(encoded)
+    if problem:
+        raise ChildConflict(f"{where} is not owned by this CachedModel{by}, so its {PASSWORD_KEY!r} key would be "
+                            f"the Redis password, but {problem}; fix the key, or delete the Secret to have the "
+                            f"operator generate one")
+    return PROVIDED
+
+
+def _announce_provided(kube: Kube, cm: CachedModel, live: dict, memory: Memory) -> None:
+    """Say once per worker (and again when it is another Secret) that the password is the user's."""
+    uid = live["metadata"]["uid"]
+    if memory.provided_secret == uid:
+        return
+    message = (f"Secret {cm.namespace}/{cm.redis_secret_name} is not owned by this CachedModel: its "
+               f"{PASSWORD_KEY!r} is used as the Redis password, never rewritten or deleted by the operator")
+    log.info("CachedModel %s/%s: %s", cm.namespace, cm.name, message)
+    about = {"metadata": {"name": cm.name, "namespace": cm.namespace, "uid": cm.uid}}
+    kube.warn(about, PROVIDED_REASON, message, event_type="Normal")
+    memory.provided_secret = uid
+
+
 def ensure_secret(kube: Kube, cm: CachedModel, memory: Memory | None = None) -> str:
     """Create the Redis password Secret once; never rewrite an existing one. Returns its uid.
 
-    One of ours that lost its key is replaced; a Secret of that name we do not own is never deleted
-    (it may hold someone's credentials): ChildConflict, so status and an event say what to do."""
+    What happens to one that exists is secret_source's decision: one of ours that lost its key is
+    replaced; one we do not own is never deleted (it may hold someone's credentials): with a usable
+    `password` it is the user's own password (a Normal event says so), else ChildConflict, so status and
+    a Warning event say what to do."""
+    memory = memory or Memory()
     live = kube.get("Secret", cm.namespace, cm.redis_secret_name)
-    check_free(kube, cm, "Secret", cm.redis_secret_name, memory or Memory(), live)
-    if live is not None and PASSWORD_KEY not in (live.get("data") or {}):
-        if not owned(live, cm):
-            raise ChildConflict(f"Secret {cm.namespace}/{cm.redis_secret_name} already exists, has no {PASSWORD_KEY!r} "
-                                f"key and is not owned by this CachedModel: the operator will not replace it; add "
-                                f"the key, delete or rename the Secret, or rename this CachedModel")
+    source = secret_source(live, cm)
+    if source == PROVIDED:
+        _announce_provided(kube, cm, live, memory)
+        return live["metadata"]["uid"]
+    if source == REPLACE:
         log.warning("Secret %s/%s lost its %r key: replacing it", cm.namespace, cm.redis_secret_name, PASSWORD_KEY)
         kube.delete("Secret", cm.namespace, cm.redis_secret_name, uid=live["metadata"]["uid"])
         live = None
@@ -133,6 +204,12 @@ def reconcile(kube: Kube, body: dict, memory: Memory, full: bool = True) -> dict
             memory.pruned_mode = cm.redis_mode
         elif cm.redis_mode == "managed":
             memory.pruned_mode = None
+        autoscaling = bool(cm.model.get("autoscaling"))
+        if not autoscaling and not memory.autoscaler_pruned:
+            if kube.delete("HorizontalPodAutoscaler", cm.namespace, cm.model_name, owner_uid=cm.uid):
+                log.info("pruned HorizontalPodAutoscaler %s/%s (spec.model.autoscaling unset)", cm.namespace,
+                         cm.model_name)
+        memory.autoscaler_pruned = not autoscaling
         desired = builders.desired_children(cm, auth_uid)
         memory.desired = {(c["kind"], c["metadata"]["name"]): c for c in desired}
         for child in desired:

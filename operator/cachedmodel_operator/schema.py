@@ -426,7 +426,7 @@ def _placement_errors(path: str, section: dict) -> list[str]:
 def _model_pod_errors(model: dict) -> list[str]:
     """The CEL rules of spec.model's pod fields: the operator's labels, annotations, volumes and mounts are
     its own; a volume has one source; a mount names a volume."""
-    errors = []
+    errors = _autoscaling_errors(model)
     for key, item_key in (("imagePullSecrets", "name"), ("volumes", "name"), ("volumeMounts", "mountPath")):
         errors += _duplicates(f"spec.model.{key}", [(i, item.get(item_key)) for i, item in _list(model, key)])
     for index, constraint in _list(model, "topologySpreadConstraints"):
@@ -468,6 +468,21 @@ def _model_pod_errors(model: dict) -> list[str]:
                           f"scratch /tmp (mount inside /tmp, e.g. /tmp/trace, or elsewhere), got {short(path)}")
         if isinstance(mount.get("name"), str) and mount["name"] not in names:
             errors.append(f"{where}.name: {short(mount['name'])} names no volume of spec.model.volumes")
+    return errors
+
+
+def _autoscaling_errors(model: dict) -> list[str]:
+    """The CEL rules of spec.model.autoscaling: a sane range, and the CPU request the HPA divides by."""
+    autoscaling = model.get("autoscaling")
+    if not isinstance(autoscaling, dict):
+        return []
+    errors = []
+    low, high = _number(autoscaling.get("minReplicas")), _number(autoscaling.get("maxReplicas"))
+    if low is not None and high is not None and low > high:
+        errors.append(f"spec.model.autoscaling.minReplicas: must be at most maxReplicas ({high}), got {low}")
+    if "cpu" not in _mapping(_mapping(model, "resources"), "requests"):
+        errors.append("spec.model.autoscaling: needs spec.model.resources.requests.cpu (the HPA scales on CPU use "
+                      "as a share of that request)")
     return errors
 
 

@@ -5,6 +5,7 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
+from cachedmodel_operator.builders.autoscaling import selector_text
 from cachedmodel_operator.resource import SENTINELS, CachedModel
 
 READY, MODEL_READY, CACHE_READY = "Ready", "ModelReady", "CacheReady"
@@ -312,9 +313,12 @@ def compute_status(cm: CachedModel, deployment: dict | None, statefulset: dict |
         redis["url"] = without_credentials(cm.redis_url)
     if cm.redis_topology == "sentinel":
         redis["sentinelService"] = cm.sentinel_service
+    current = int(((deployment or {}).get("status") or {}).get("replicas") or 0)
     status = {
         "url": cm.url,
-        "replicas": {"ready": ready, "desired": cm.model["replicas"]},
+        # current and selector: the scale subresource's (kubectl scale, HPA, KEDA)
+        "replicas": {"ready": ready, "desired": cm.model["replicas"], "current": current},
+        "selector": selector_text(cm),
         "redis": redis,
         "conditions": merge_conditions(old_status.get("conditions"), conditions, timestamp),
     }

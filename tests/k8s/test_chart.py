@@ -9,6 +9,8 @@ import uuid
 import pytest
 import yaml
 
+from cachedmodel_operator.testing.operator_process import crd_established
+from cachedmodel_operator.testing.processes import wait_until
 from tests.e2e.helpers import (CHART_DIR, CRD_FILE, CRD_NAME, EXAMPLE_FILE, MANIFESTS_DIR, get_json, helm_template,
                                load_docs, wait_for)
 
@@ -22,7 +24,7 @@ def crd(kube_cluster):
     """The CachedModel CRD installed (and removed afterwards if this test installed it)."""
     existed = get_json(kube_cluster, "crd", CRD_NAME) is not None
     kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}", timeout=70)
+    wait_until(lambda: crd_established(kube_cluster, CRD_NAME), 60, what=f"CRD {CRD_NAME} Established")
     yield CRD_NAME
     if not existed:
         kube_cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)

@@ -21,6 +21,8 @@ from cachedmodel_operator.resource import CachedModel
 from scripts.build_tools import PROMETHEUS_OPERATOR_CRDS, prometheus_operator_crds_dir, promtool_path
 from tests.e2e.helpers import CHART_DIR, find, get_json, helm_template, helm_template_result, one
 from tests.support.promql_names import TARGET_LABELS, exported_series, used_series
+from cachedmodel_operator.testing.operator_process import crd_established
+from cachedmodel_operator.testing.processes import wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -200,7 +202,7 @@ def prometheus_operator_crds(kube_cluster):
     for path in files:
         kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), timeout=120)
     for name in names:
-        kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}", timeout=70)
+        wait_until(lambda: crd_established(kube_cluster, name), 60, what=f"CRD {name} Established")
     yield names
     for name in names:
         if name not in existed:

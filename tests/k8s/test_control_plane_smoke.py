@@ -16,6 +16,7 @@ from kubernetes import client
 
 from cachedmodel_operator.testing.control_plane import KubeCommandError
 from cachedmodel.testing.redis_server import wait_until
+from cachedmodel_operator.testing.operator_process import crd_established
 
 pytestmark = pytest.mark.k8s
 
@@ -79,7 +80,7 @@ def test_crd_schema_refuses_a_bad_object_and_accepts_a_good_one(kube_cluster, k8
                             "properties": {"size": {"type": "integer", "minimum": 1}}}}}}}]}}
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
-        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=30s")
+        wait_until(lambda: crd_established(kube_cluster, f"widgets.{group}"), 30, what="CRD widgets Established")
 
         def widget(name: str, spec: dict) -> str:
             return json.dumps({"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})

@@ -176,6 +176,10 @@ BAD = [
     ({"cache": {"ttlSeconds": 60, "earlyRefreshBeta": 1}}, "spec.cache.earlyRefreshBeta"),
     ({"cache": {"circuitBreaker": {"failures": 0}}}, "spec.cache.circuitBreaker.failures"),
     ({"cache": {"epoch": -1}}, "spec.cache.epoch"),
+    # issue 21: autoscaling needs a CPU request and a sane range
+    ({"model": {"autoscaling": {"maxReplicas": 3}}}, "spec.model.autoscaling"),
+    ({"model": {"autoscaling": {"minReplicas": 4, "maxReplicas": 3}, "resources": {"requests": {"cpu": "1"}}}},
+     "spec.model.autoscaling"),
 ]
 
 
@@ -426,6 +430,38 @@ def test_a_secret_of_its_name_that_it_does_not_own_is_never_deleted(ctl):
     assert ctl.get("secret", "mine-redis-auth")["metadata"]["ownerReferences"][0]["name"] == "mine"
 
 
+def test_a_password_secret_brought_by_the_user_is_used_and_never_touched(ctl):
+    """Bring your own password: a `<name>-redis-auth` with a `password` key that this CachedModel does not
+    control is the password Redis and the model pods run with; a Normal event says so; the operator never
+    rewrites it and it outlives the CachedModel. Here another object controls it, as Sealed Secrets and External
+    Secrets do (a ConfigMap stands in for theirs): before, that was a ChildConflict ('controlled by ...')."""
+    ctl.kubectl("create", "configmap", "byo-secrets-tool")
+    tool = ctl.get("configmap", "byo-secrets-tool")["metadata"]["uid"]
+    ctl.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "byo-redis-auth", "ownerReferences": [
+                   {"apiVersion": "v1", "kind": "ConfigMap", "name": "byo-secrets-tool", "uid": tool,
+                    "controller": True}]},
+               "data": {"password": base64.b64encode(b"my-own-password").decode()}})
+    secret = ctl.get("secret", "byo-redis-auth")
+    ctl.apply(manifest("byo"))
+    ctl.wait_ready("byo")
+    for kind, name in [("deployment", "byo"), ("statefulset", "byo-redis")]:
+        template = ctl.get(kind, name)["spec"]["template"]
+        assert template["metadata"]["annotations"][AUTH_UID] == secret["metadata"]["uid"]
+    events = json.loads(ctl.kubectl("get", "events", "--field-selector", "involvedObject.name=byo",
+                                    "-o", "json").stdout)["items"]
+    provided = [e for e in events if e["reason"] == "RedisPasswordProvided"]
+    assert provided and all(e["type"] == "Normal" and "byo-redis-auth" in e["message"] for e in provided), events
+    after = ctl.get("secret", "byo-redis-auth")
+    assert after["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"], "never written"
+    assert after["data"] == secret["data"]
+    assert after["metadata"]["ownerReferences"] == secret["metadata"]["ownerReferences"]
+    ctl.kubectl("delete", "cmodel", "byo", "--wait=true", timeout=60)
+    ctl.wait(lambda: ctl.get("deployment", "byo") is None and ctl.get("statefulset", "byo-redis") is None,
+             "garbage collection of the CachedModel's children", 60)
+    assert ctl.get("secret", "byo-redis-auth")["metadata"]["uid"] == secret["metadata"]["uid"]
+
+
 def test_operator_restart_loses_nothing(ctl, operator):
     ctl.apply(manifest("survive"))
     ctl.wait_ready("survive")
@@ -440,9 +476,50 @@ def test_operator_restart_loses_nothing(ctl, operator):
         operator.start()
     ctl.wait(lambda: ctl.get("service", "survive"), "deleted Service restored after restart")
     ctl.wait(lambda: ctl.get("deployment", "survive")["spec"]["replicas"] == 1, "edit made while down applied")
-    assert ctl.wait_ready("survive")["status"]["replicas"] == {"ready": 1, "desired": 1}
+    assert ctl.wait_ready("survive")["status"]["replicas"] == {"ready": 1, "desired": 1, "current": 1}
     ctl.wait_ready("newcomer")
     assert ctl.get("secret", "survive-redis-auth")["data"]["password"] == password
+
+
+# ------------------------------------------------------------------ scaling (issue 21)
+
+def test_kubectl_scale_moves_the_model_pods_through_the_scale_subresource(ctl):
+    ctl.apply(manifest("scaled", model={"replicas": 1}))
+    ctl.wait_ready("scaled")
+    ctl.kubectl("scale", "cachedmodel", "scaled", "--replicas=3")
+    ctl.wait(lambda: ctl.get("deployment", "scaled")["spec"]["replicas"] == 3, "Deployment scaled to 3")
+    ready = ctl.wait_ready("scaled")
+    assert ready["spec"]["model"]["replicas"] == 3
+    assert ready["status"]["replicas"] == {"ready": 3, "desired": 3, "current": 3}
+    scale = json.loads(ctl.kubectl("get", "cachedmodel", "scaled", "--subresource=scale", "-o", "json").stdout)
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    selected = json.loads(ctl.kubectl("get", "pods", "-l", scale["status"]["selector"], "-o", "json").stdout)
+    assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in selected["items"]} == {"model"}
+    assert len([p for p in selected["items"] if not p["metadata"].get("deletionTimestamp")]) == 3
+
+
+def test_autoscaling_hpa_moves_replicas_the_operator_follows_and_unsetting_it_prunes_the_hpa(ctl, operator):
+    """The real HPA controller (kube-controller-manager) raises spec.model.replicas to minReplicas through the
+    scale subresource (it does so before reading any metric); the operator carries that into the Deployment
+    and never resets it, across a resync and an operator restart; without autoscaling the HPA goes."""
+    autoscaled = {"replicas": 1, "resources": {"requests": {"cpu": "100m"}},
+                  "autoscaling": {"minReplicas": 3, "maxReplicas": 5}}
+    ctl.apply(manifest("auto", model=autoscaled))
+    hpa = ctl.wait(lambda: ctl.get("hpa", "auto"), "HorizontalPodAutoscaler auto")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": schema.API_VERSION, "kind": schema.KIND, "name": "auto"}
+    assert [r["kind"] for r in hpa["metadata"]["ownerReferences"]] == ["CachedModel"]
+    ctl.wait(lambda: ctl.cm("auto")["spec"]["model"]["replicas"] == 3, "the HPA raised spec.model.replicas to 3",
+             timeout=120)
+    ctl.wait(lambda: ctl.get("deployment", "auto")["spec"]["replicas"] == 3, "Deployment follows the HPA")
+    operator.kill()
+    operator.start()
+    # a spec edit after the restart: its reconcile (observedGeneration) ran with the HPA's replicas in place
+    ctl.kubectl("patch", "cachedmodel", "auto", "--type", "merge", "-p", json.dumps({"spec": {"cache": {"ttlSeconds": 60}}}))
+    ctl.wait_ready("auto")
+    assert ctl.get("deployment", "auto")["spec"]["replicas"] == 3 and ctl.cm("auto")["spec"]["model"]["replicas"] == 3
+    ctl.kubectl("patch", "cachedmodel", "auto", "--type", "json", "-p",
+                json.dumps([{"op": "remove", "path": "/spec/model/autoscaling"}]))
+    ctl.wait(lambda: ctl.get("hpa", "auto") is None, "HPA pruned once spec.model.autoscaling is gone")
 
 
 def test_enabling_persistence_replaces_the_statefulset(ctl):

@@ -42,6 +42,10 @@ and tests/k8s/test_chart_render.py fail when the two drift.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# the model's HorizontalPodAutoscaler (spec.model.autoscaling), deleted when autoscaling is switched off
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # pods of the model Deployment and the Redis StatefulSet: read only, to tell in status why they are not ready
 - apiGroups: [""]
   resources: ["pods"]

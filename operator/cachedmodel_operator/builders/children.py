@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 
+from cachedmodel_operator.builders.autoscaling import model_autoscaler
 from cachedmodel_operator.builders.model import model_deployment, model_service
 from cachedmodel_operator.builders.redis import (redis_config_map, redis_headless_service, redis_network_policy,
                                                  redis_pdb, redis_secret, redis_service, redis_statefulset,
@@ -30,6 +31,9 @@ def desired_children(cm: CachedModel, auth_uid: str | None = None) -> list[dict]
         if mode == "sentinel":
             children.append(sentinel_pdb(cm))
     children += [model_deployment(cm, config_checksum(config["data"]), auth_uid), model_service(cm)]
+    autoscaler = model_autoscaler(cm)
+    if autoscaler:
+        children.append(autoscaler)
     return children
 
 

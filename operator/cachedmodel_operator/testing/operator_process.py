@@ -126,5 +126,12 @@ class OperatorProcess:
 def install_crd(cluster, timeout: float = 60) -> None:
     """kubectl apply the chart's CRD file and wait until it is Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout", f"{int(timeout)}s",
-                    "crd/cachedmodels.cachedmodel.dev", timeout=timeout + 10)
+    wait_until(lambda: crd_established(cluster), timeout, interval=0.2, what="CRD cachedmodels.cachedmodel.dev Established")
+
+
+def crd_established(cluster, name: str = "cachedmodels.cachedmodel.dev") -> bool:
+    """Polled instead of `kubectl wait --for=condition=Established`, which fails outright ("status.conditions
+    accessor error: <nil>") when it reads the CRD before the API server wrote any condition (seen under load)."""
+    result = cluster.kubectl("get", "crd", name, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                             check=False)
+    return result.returncode == 0 and result.stdout.strip() == "True"

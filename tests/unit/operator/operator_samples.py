@@ -64,6 +64,9 @@ VARIANTS = {
                               "env": [{"name": "LOG_LEVEL", "value": "debug"}],
                               "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": 1073741824}}}},
     "every-cache-option": {"cache": EVERY_CACHE_OPTION},
+    "autoscaling": {"model": {"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "behavior": {
+        "scaleUp": {"policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}], "selectPolicy": "Max"}}},
+        "resources": {"requests": {"cpu": "200m"}}}},
     "pod-fields": POD_FIELDS,
 }
 

@@ -181,6 +181,30 @@ def test_redis_placement_reaches_data_pods_and_sentinels():
     assert model_pod["nodeSelector"] == {"pool": "cpu", "kubernetes.io/os": "linux"}
 
 
+def test_autoscaling_makes_an_hpa_that_targets_the_cachedmodel():
+    cm = cached_model(model={"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 60,
+                                             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}},
+                             "resources": {"requests": {"cpu": "250m"}}})
+    (hpa,) = [c for c in builders.desired_children(cm) if c["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["metadata"]["name"] == "insurance-charges"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "cachedmodel.dev/v1alpha1", "kind": "CachedModel",
+                                             "name": "insurance-charges"}, "the HPA moves spec.model.replicas"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
+    assert not [c for c in builders.desired_children(cached_model()) if c["kind"] == "HorizontalPodAutoscaler"]
+
+
+def test_the_selector_in_status_selects_exactly_the_model_pods():
+    from cachedmodel_operator.builders.autoscaling import selector_text
+
+    cm = cached_model()
+    labels = deployment(cm)["spec"]["template"]["metadata"]["labels"]
+    pairs = dict(item.split("=") for item in selector_text(cm).split(","))
+    assert pairs == deployment(cm)["spec"]["selector"]["matchLabels"]
+    assert all(labels[key] == value for key, value in pairs.items())
+
+
 def test_cache_disabled_means_no_decorator():
     (model,) = builders.service_config(cached_model(cache={"enabled": False}))["models"]
     assert "decorators" not in model

@@ -26,10 +26,12 @@ CASES = {
     "cluster": BASE + "  redis: {mode: cluster}\n",
     "external": BASE + "  redis: {external: {url: 'redis://cache.example:6379/0'}}\n",
     "disabled": BASE + "  cache: {enabled: false}\n",
+    "autoscaling": BASE + "    resources: {requests: {cpu: 100m}}\n    autoscaling: {maxReplicas: 4}\n",
 }
 # "Made when" column of the table -> the cases it covers
-WHEN = {"always": set(CASES), "managed Redis": {"standalone", "sentinel", "cluster"},
-        "standalone": {"standalone"}, "sentinel": {"sentinel"}, "cluster": {"cluster"}}
+WHEN = {"always": set(CASES), "managed Redis": {"standalone", "sentinel", "cluster", "autoscaling"},
+        "standalone": {"standalone", "autoscaling"}, "sentinel": {"sentinel"}, "cluster": {"cluster"},
+        "`spec.model.autoscaling`": {"autoscaling"}}
 
 
 def documented(text: str | None = None) -> list[tuple[str, str, str]]:

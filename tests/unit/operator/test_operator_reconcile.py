@@ -1,8 +1,12 @@
-"""Which existing objects a reconcile may take over (pure decision of reconcile.foreign_controller)."""
+"""Which existing objects a reconcile may take over (pure decision of reconcile.foreign_controller), and what
+it does with a password Secret of its name (reconcile.secret_source: bring your own password)."""
+import base64
+
 import pytest
 
 from cachedmodel_operator import builders
-from cachedmodel_operator.reconcile import ChildConflict, Memory, check_free, ensure_secret, foreign_controller
+from cachedmodel_operator.reconcile import (CREATE, KEEP, PROVIDED, PROVIDED_REASON, REPLACE, ChildConflict, Memory,
+                                            check_free, ensure_secret, foreign_controller, secret_source)
 from operator_samples import cached_model
 
 
@@ -49,7 +53,7 @@ class SecretStore:
     """The Secret calls ensure_secret makes, against one stored object (a fake of Kube, recording deletes)."""
 
     def __init__(self, live: dict | None):
-        self.live, self.deleted, self.created = live, [], []
+        self.live, self.deleted, self.created, self.events = live, [], [], []
 
     def get(self, kind, namespace, name):
         return self.live
@@ -63,6 +67,9 @@ class SecretStore:
         self.created.append(obj)
         self.live = {**obj, "metadata": {**obj["metadata"], "uid": "new-uid"}, "data": {"password": "cHc="}}
         return self.live
+
+    def warn(self, body, reason, message, event_type="Warning"):
+        self.events.append((body["metadata"]["name"], event_type, reason, message))
 
 
 def secret(owner_refs=None, data=None, labels=None) -> dict:
@@ -103,3 +110,76 @@ def test_an_existing_secret_with_the_key_is_used_as_it_is():
     store = SecretStore(secret(data={"password": "cHc="}))
     assert ensure_secret(store, cm, Memory()) == "old-uid"
     assert store.deleted == [] and store.created == []
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+OURS = [{"apiVersion": "cachedmodel.dev/v1alpha1", "kind": "CachedModel", "name": "insurance-charges",
+         "uid": "0d2c8a4e-uid", "controller": True}]
+SEALED = [{"apiVersion": "bitnami.com/v1alpha1", "kind": "SealedSecret", "name": "insurance-charges-redis-auth",
+           "uid": "u5", "controller": True}]
+
+
+@pytest.mark.parametrize("refs, data, expected", [
+    (None, None, CREATE),
+    (OURS, {"password": b64("generated")}, KEEP),
+    (OURS, {"other": b64("x")}, REPLACE),
+    (OURS, {"password": ""}, REPLACE),
+    ([], {"password": b64("my-own-password")}, PROVIDED),  # made by hand (render --no-secret)
+    (SEALED, {"password": b64("sealed+pw/=")}, PROVIDED),  # made by a secrets tool that controls it
+], ids=["absent", "ours", "ours-lost-key", "ours-emptied", "by-hand", "controlled-by-a-secrets-tool"])
+def test_what_is_done_with_a_password_secret_of_its_name(refs, data, expected):
+    cm = cached_model()
+    live = None if refs is None else secret(refs, data=data)
+    assert secret_source(live, cm) == expected
+
+
+@pytest.mark.parametrize("password, named", [
+    ("", "empty"),
+    ("from-a-file\n", "line break"),
+    ('with"quote', "double quote"),
+    ("back\\slash", "backslash"),
+    ("nul\x00byte", "control character"),
+])
+def test_a_password_brought_by_the_user_that_redis_conf_cannot_hold_is_refused_naming_the_problem(password, named):
+    """It goes into redis.conf in double quotes: refused with a clear condition, never rewritten (before, it was
+    used as it was: Redis then failed to start, or took a config line from the password)."""
+    cm = cached_model()
+    store = SecretStore(secret([], data={"password": b64(password)}))
+    with pytest.raises(ChildConflict, match=rf"Secret ml/insurance-charges-redis-auth is not owned .*{named}"):
+        ensure_secret(store, cm, Memory())
+    assert store.deleted == [] and store.created == []
+
+
+def test_a_password_secret_controlled_by_a_secrets_tool_is_used_not_refused():
+    """Sealed Secrets and External Secrets make the Secret with a controller reference to their own object:
+    it is the user's password all the same (before, ChildConflict: 'controlled by SealedSecret ...')."""
+    cm = cached_model()
+    store = SecretStore(secret(SEALED, data={"password": b64("sealed-pw")}))
+    assert ensure_secret(store, cm, Memory()) == "old-uid"
+    assert store.deleted == [] and store.created == []
+
+
+def test_a_password_brought_by_the_user_is_announced_once_per_secret():
+    """A Normal event on the CachedModel says whose password Redis runs with; once per worker, and again for
+    another Secret (deleted and made anew)."""
+    cm = cached_model()
+    store, memory = SecretStore(secret([], data={"password": b64("mine")})), Memory()
+    assert ensure_secret(store, cm, memory) == "old-uid"
+    assert ensure_secret(store, cm, memory) == "old-uid"
+    assert len(store.events) == 1
+    name, event_type, reason, message = store.events[0]
+    assert (name, event_type, reason) == (cm.name, "Normal", PROVIDED_REASON)
+    assert "insurance-charges-redis-auth" in message and "never rewritten or deleted" in message
+    store.live["metadata"]["uid"] = "another-uid"
+    assert ensure_secret(store, cm, memory) == "another-uid" and len(store.events) == 2
+    assert store.deleted == [] and store.created == []
+
+
+def test_a_secret_without_the_key_controlled_by_someone_else_names_its_controller():
+    cm = cached_model()
+    store = SecretStore(secret(SEALED, data={"token": b64("x")}))
+    with pytest.raises(ChildConflict, match=r"not owned by this CachedModel \(it is controlled by SealedSecret "):
+        ensure_secret(store, cm, Memory())

@@ -27,7 +27,9 @@ def test_crd_basics():
     assert crd["spec"]["names"]["kind"] == "CachedModel"
     assert "cmodel" in crd["spec"]["names"]["shortNames"]
     (version,) = crd["spec"]["versions"]
-    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}, "scale": {
+        "specReplicasPath": ".spec.model.replicas", "statusReplicasPath": ".status.replicas.current",
+        "labelSelectorPath": ".status.selector"}}
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
     assert {"Ready", "Replicas", "Maxmemory", "Policy", "Age"} <= columns
 
@@ -193,6 +195,18 @@ BAD = [
     ({"redis": {"external": {"url": "redis://c:6379"}, "nodeSelector": {"a": "b"}}}, "spec.redis.external"),
     ({"redis": {"priorityClassName": "Bad Name"}}, "spec.redis.priorityClassName"),
     ({"redis": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}, "spec.redis.tolerations[0]"),
+    # autoscaling (issue 21)
+    ({"model": {"autoscaling": {"maxReplicas": 3}}}, "spec.model.autoscaling"),
+    ({"model": {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}, "resources": {"requests": {"cpu": "1"}}}},
+     "spec.model.autoscaling.minReplicas"),
+    ({"model": {"autoscaling": {"minReplicas": 2}, "resources": {"requests": {"cpu": "1"}}}},
+     "spec.model.autoscaling.maxReplicas"),
+    ({"model": {"autoscaling": {"maxReplicas": 101}, "resources": {"requests": {"cpu": "1"}}}},
+     "spec.model.autoscaling.maxReplicas"),
+    ({"model": {"autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 0},
+                "resources": {"requests": {"cpu": "1"}}}}, "spec.model.autoscaling.targetCPUUtilizationPercentage"),
+    ({"model": {"autoscaling": {"maxReplicas": 3, "behavior": {"scaleDown": {"selectPolicy": "Sometimes"}}},
+                "resources": {"requests": {"cpu": "1"}}}}, "spec.model.autoscaling.behavior.scaleDown.selectPolicy"),
     # cache options (issue 19)
     ({"cache": {"leaseSeconds": 5}}, "spec.cache.leaseSeconds"),
     ({"cache": {"sharedSingleFlight": True, "leaseSeconds": 0}}, "spec.cache.leaseSeconds"),
@@ -255,6 +269,9 @@ def test_every_cel_rule_has_a_python_twin():
                                                          {"name": "s", "key": "k"}}}}),
         (".spec.redis.external", {"redis": {"external": {"url": "redis://c", "tls": True}}}),
         (".spec.model", {"model": {"volumeMounts": [{"name": "gone", "mountPath": "/data"}]}}),
+        (".spec.model", {"model": {"autoscaling": {"maxReplicas": 4}}}),
+        (".spec.model.autoscaling", {"model": {"autoscaling": {"minReplicas": 5, "maxReplicas": 4},
+                                               "resources": {"requests": {"cpu": "100m"}}}}),
         (".spec.model.nodeSelector", {"model": {"nodeSelector": {"bad key!": "x"}}}),
         (".spec.model.tolerations[]", {"model": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}),
         (".spec.model.tolerations[]", {"model": {"tolerations": [{"operator": "Equal", "value": "v"}]}}),

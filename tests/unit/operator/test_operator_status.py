@@ -23,7 +23,9 @@ def test_all_ready():
     status = compute_status(cached_model(), deployment(2), statefulset(), timestamp="T1")
     conds = conditions(status)
     assert [conds[t]["status"] for t in ("Ready", "ModelReady", "CacheReady")] == ["True"] * 3
-    assert status["replicas"] == {"ready": 2, "desired": 2}
+    assert status["replicas"] == {"ready": 2, "desired": 2, "current": 2}
+    assert status["selector"] == ("app.kubernetes.io/component=model,app.kubernetes.io/instance=insurance-charges,"
+                                  "app.kubernetes.io/name=model-service")
     assert status["url"] == "http://insurance-charges.ml.svc:8000"
     assert status["observedGeneration"] == 3
     assert status["redis"] == {"source": "managed", "mode": "standalone", "maxmemory": "256mb",
