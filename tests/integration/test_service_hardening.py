@@ -5,6 +5,8 @@
   and rejected values never reach the INFO log
 - slow or huge request bodies: 408 after the body timeout, 413 above the size limit, while other
   clients keep being served (raw sockets to 127.0.0.1, bounded in count and time)
+- slow request heads: 408 after the header timeout (uvicorn has none); a 413 reaches a client that is
+  still uploading (lingering close), and the lingering is bounded
 - the image's HEALTHCHECK command is cheap: it imports nothing of the service's heavy dependencies
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ PREDICTION = f"/api/models/{MODEL}/prediction"
 BODY = {"age": 42, "sex": "female", "bmi": 27.5, "children": 2, "smoker": False, "region": "northwest"}
 SOCKET_TIMEOUT = 1.0      # the decorator's Redis timeout in this module's service: large against scheduling noise
 BODY_TIMEOUT = 2.0        # CACHEDMODEL_BODY_TIMEOUT_SECONDS of this module's service
+HEADER_TIMEOUT = 2.0      # CACHEDMODEL_HEADER_TIMEOUT_SECONDS of this module's service
 MAX_BODY = 2 * 1024 * 1024  # CACHEDMODEL_MAX_BODY_BYTES: room for the 100k-key body below
 DOCKERFILE = REPO / "images" / "model-service" / "Dockerfile"
 
@@ -53,6 +56,7 @@ def service(store, tmp_path_factory):
     path = tmp_path_factory.mktemp("hardening") / "rest_config.yaml"
     path.write_text(yaml.safe_dump(config))
     svc = ModelService(config=path, env={"REDIS_URL": store.url, "CACHEDMODEL_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+                                         "CACHEDMODEL_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
                                          "CACHEDMODEL_MAX_BODY_BYTES": str(MAX_BODY)})
     try:
         svc.start()
@@ -293,6 +297,126 @@ def test_a_body_over_the_limit_is_413_without_being_read(service, http):
         status, payload = _read_response(sock, 3.0)
         assert status == 413 and set(payload) == {"type", "messages"}
     assert http.post(PREDICTION, json=BODY).status_code == 200  # the service carries on
+
+
+def _closed(sock: socket.socket) -> bool:
+    """True when the server closed the connection (EOF or reset); reads and drops what is pending."""
+    try:
+        while select.select([sock], [], [], 0)[0]:
+            if not sock.recv(65536):
+                return True
+    except OSError:
+        return True
+    return False
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout(service, http):
+    """Slowloris: the request line and headers at one byte per 0.5 s. uvicorn alone waits as long as the
+    bytes keep coming; the service answers 408 and closes once HEADER_TIMEOUT has passed. A slow body at the
+    same time still gets the body timeout's 408, and a normal request is served meanwhile."""
+    head = _head(len(json.dumps(BODY)))
+    with _connect(service.port) as slow_head, _connect(service.port) as slow_body:
+        started = time.monotonic()
+        slow_body.sendall(head + b"{")
+        sent, answer = 0, None
+        while time.monotonic() - started < HEADER_TIMEOUT + 3.0 and answer is None:
+            try:
+                slow_head.send(head[sent:sent + 1])
+                sent += 1
+            except OSError:
+                break  # closed (it may come as a reset while we send)
+            if select.select([slow_head], [], [], 0.5)[0]:
+                answer = _read_response(slow_head, 2.0)
+        after = time.monotonic() - started
+        assert answer is not None, f"the head was still being read after {after:.1f}s ({sent} bytes sent)"
+        status, payload = answer
+        assert status == 408 and payload["type"] == "RequestTimeout" and "headers" in payload["messages"][0]
+        assert HEADER_TIMEOUT * 0.9 <= after < HEADER_TIMEOUT + 2.0 and sent < len(head)
+        wait_until(lambda: _closed(slow_head), 2, interval=0.05, what="the connection to be closed after the 408")
+        assert http.post(PREDICTION, json=BODY).status_code == 200  # others are served as before
+        status, payload = _read_response(slow_body, BODY_TIMEOUT + 2.0)
+        assert status == 408 and "body" in payload["messages"][0]
+
+
+def test_the_header_timeout_counts_neither_keep_alive_idleness_nor_the_body(service):
+    """A keep-alive connection idle for longer than the header timeout (shorter than uvicorn's 5 s keep-alive)
+    serves its next request; a body that comes within the body timeout is read, whatever the header timeout."""
+    body = json.dumps(BODY).encode()
+    with _connect(service.port) as sock:
+        sock.sendall(_head(len(body)) + body)
+        assert _read_response(sock, 10.0)[0] == 200
+        time.sleep(HEADER_TIMEOUT + 0.5)
+        sock.sendall(_head(len(body)) + body[:10])
+        time.sleep(min(HEADER_TIMEOUT, BODY_TIMEOUT) * 0.75)
+        sock.sendall(body[10:])
+        status, payload = _read_response(sock, 10.0)
+        assert status == 200 and "charges" in payload
+
+
+UPLOAD = 8 * 1024 * 1024  # 4 x MAX_BODY, more than loopback buffers take in; the lingering bound (8 MiB)
+
+
+def _upload(sock: socket.socket, head: bytes, size: int, chunked: bool = False) -> None:
+    """Send a head and `size` bytes of body in 64 KiB pieces, as a client does that reads no answer before
+    it has sent its request (raises OSError if the server cuts the upload)."""
+    sock.sendall(head)
+    piece = b" " * 65536
+    for _ in range(size // len(piece)):
+        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_client_uploading_too_much_reads_its_413_instead_of_a_reset(service, chunked):
+    """The service answers 413 before (Content-Length) or while (chunked) the body arrives. It used to
+    close at once, so a client still uploading got a broken pipe or a reset mid-upload and never read the
+    answer. Now it reads (and drops) the rest of the upload before it closes, as nginx's lingering close."""
+    with _connect(service.port) as sock:
+        _upload(sock, _head(None if chunked else UPLOAD), UPLOAD, chunked)
+        status, payload = _read_response(sock, 5.0)
+        assert status == 413 and payload["type"] == "ContentTooLarge" and str(MAX_BODY) in payload["messages"][0]
+        wait_until(lambda: _closed(sock), 5, interval=0.05, what="the connection to be closed after the 413")
+    body = b"[" + b"0," * (UPLOAD // 2) + b"0]"  # a client library, the ordinary way
+    with httpx.Client(base_url=service.url, timeout=15.0) as client:
+        response = client.post(PREDICTION, content=iter([body]) if chunked else body,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 413 and response.json()["type"] == "ContentTooLarge"
+
+
+def test_a_client_that_keeps_uploading_is_cut_after_the_lingering_bound(service, http):
+    """After the 413 the service reads on only so long (2 s) and so much (8 MiB): a client that never stops
+    sending is cut, slow or fast."""
+    piece = b"%x\r\n%s\r\n" % (1024, b" " * 1024)
+    with _connect(service.port) as slow, _connect(service.port) as fast:
+        slow.sendall(_head(None))
+        fast.sendall(_head(None))
+        started, answered, slow_cut, fast_cut, fast_sent = time.monotonic(), None, None, None, 0
+        while time.monotonic() - started < 15 and (slow_cut is None or fast_cut is None):
+            if slow_cut is None:
+                try:
+                    slow.sendall(piece * 256)  # 256 KiB every 0.1 s: over MAX_BODY within a second
+                except OSError:
+                    slow_cut = time.monotonic()
+                if answered is None and select.select([slow], [], [], 0)[0]:
+                    answered = (time.monotonic(), _read_response(slow, 2.0))
+                elif answered is not None and slow_cut is None and _closed(slow):
+                    slow_cut = time.monotonic()
+            if fast_cut is None:
+                try:
+                    for _ in range(64):
+                        fast.sendall(piece * 64)
+                        fast_sent += 64 * len(piece)
+                except OSError:
+                    fast_cut = time.monotonic()
+                else:
+                    if _closed(fast):
+                        fast_cut = time.monotonic()
+            time.sleep(0.1)
+        assert answered is not None and answered[1][0] == 413
+        assert slow_cut is not None and 1.5 <= slow_cut - answered[0] < 5.0, "cut by the 2 s bound"
+        assert fast_cut is not None and fast_sent < 64 * 1024 * 1024, "cut by the 8 MiB bound"
+    assert http.post(PREDICTION, json=BODY).status_code == 200
 
 
 # ---------------------------------------------------------------- the image's HEALTHCHECK

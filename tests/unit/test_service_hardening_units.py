@@ -5,6 +5,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from pydantic import BaseModel
@@ -19,6 +20,8 @@ from cachedmodel.testing.model_service import REPO
 
 def test_body_limits_default_to_1_mib_and_10_seconds():
     assert request_limits({}) == RequestLimits(1024 * 1024, 10.0)
+    assert request_limits({}).header_timeout_seconds == 10.0
+    assert request_limits({"CACHEDMODEL_HEADER_TIMEOUT_SECONDS": "2.5"}).header_timeout_seconds == 2.5
     assert request_limits({"CACHEDMODEL_MAX_BODY_BYTES": "", "CACHEDMODEL_BODY_TIMEOUT_SECONDS": ""}) == \
         RequestLimits(1024 * 1024, 10.0)
     assert request_limits({"CACHEDMODEL_MAX_BODY_BYTES": "4096", "CACHEDMODEL_BODY_TIMEOUT_SECONDS": "2.5"}) == \
@@ -32,6 +35,9 @@ def test_body_limits_default_to_1_mib_and_10_seconds():
     ({"CACHEDMODEL_BODY_TIMEOUT_SECONDS": "-1"}, "CACHEDMODEL_BODY_TIMEOUT_SECONDS"),
     ({"CACHEDMODEL_BODY_TIMEOUT_SECONDS": "inf"}, "CACHEDMODEL_BODY_TIMEOUT_SECONDS"),
     ({"CACHEDMODEL_BODY_TIMEOUT_SECONDS": "nan"}, "CACHEDMODEL_BODY_TIMEOUT_SECONDS"),
+    ({"CACHEDMODEL_HEADER_TIMEOUT_SECONDS": "soon"}, "CACHEDMODEL_HEADER_TIMEOUT_SECONDS"),
+    ({"CACHEDMODEL_HEADER_TIMEOUT_SECONDS": "0"}, "CACHEDMODEL_HEADER_TIMEOUT_SECONDS"),
+    ({"CACHEDMODEL_HEADER_TIMEOUT_SECONDS": "inf"}, "CACHEDMODEL_HEADER_TIMEOUT_SECONDS"),
 ])
 def test_bad_body_limits_are_refused_naming_the_variable(environ, named, capsys):
     with pytest.raises(SettingsError, match=named):
@@ -190,7 +196,7 @@ def test_body_limits_join_chunks_refuse_oversize_and_time_out():
     asyncio.run(app(scope, receive, send))
     assert got == [{"type": "http.request", "body": b"abcdef", "more_body": False}] and sent[0]["status"] == 200
 
-    app, scope, receive, send, got, sent = _limits_app(RequestLimits(4, 5.0), [
+    app, scope, receive, send, got, sent = _limits_app(RequestLimits(4, 5.0, linger_seconds=0.05), [
         {"type": "http.request", "body": b"abc", "more_body": True},
         {"type": "http.request", "body": b"def", "more_body": True}])
     asyncio.run(app(scope, receive, send))
@@ -215,3 +221,182 @@ def test_body_limits_let_other_cancellations_through():
             await task
     asyncio.run(cancel_soon())
     assert sent == []
+
+
+def _linger_run(limits, messages, headers=()):
+    """BodyLimits' answer to an over-limit body, with the time it took and what was left unread."""
+    app, scope, receive, send, got, sent = _limits_app(limits, messages)
+    scope["headers"] = list(headers)
+    started = time.monotonic()
+    asyncio.run(app(scope, receive, send))
+    return sent, time.monotonic() - started
+
+
+def test_a_413_is_written_whole_then_the_rest_of_the_body_is_read_before_the_close():
+    """Lingering close: the 413 (status, headers and the whole JSON body) goes out first; the response is
+    completed, which makes uvicorn close the connection, only after the rest of the upload was read. Before,
+    the close came at once, and a client still uploading met a reset instead of its 413."""
+    chunk = {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+    messages = [dict(chunk) for _ in range(50)] + [{"type": "http.request", "body": b"", "more_body": False}]
+    sent, _ = _linger_run(RequestLimits(1500, 5.0), messages)
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["type"] == "ContentTooLarge" and sent[1]["more_body"] is True
+    assert sent[2:] == [{"type": "http.response.body", "body": b"", "more_body": False}]
+    assert messages == [], "the whole rest of the body was read"
+
+
+@pytest.mark.parametrize("case", ["bytes", "seconds", "declared-too-large", "expect-100-continue", "all-read"])
+def test_the_lingering_close_is_bounded(case):
+    chunk = {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+    # then receive() hangs: a client that never finishes; "bytes": 100 kB, cut after the 20 kB bound
+    messages = [dict(chunk) for _ in range(100 if case == "bytes" else 5)]
+    limits, headers = RequestLimits(1500, 5.0, linger_bytes=20_000, linger_seconds=0.3), []
+    if case == "declared-too-large":
+        headers = [(b"content-length", b"100000")]  # more than linger_bytes: it would be cut anyway
+    if case == "expect-100-continue":
+        headers = [(b"content-length", b"5000"), (b"expect", b"100-continue")]  # it sends nothing
+    if case == "all-read":
+        messages = [{"type": "http.request", "body": b"x" * 3000}]  # too large, but complete: nothing more comes
+    left = len(messages)
+    sent, seconds = _linger_run(limits, messages, headers)
+    assert sent[0]["status"] == 413 and sent[-1].get("more_body", False) is False
+    if case == "bytes":
+        assert left - len(messages) == 2 + 20 and seconds < 0.25  # 2 read as the body, 20 discarded
+    elif case == "seconds":
+        assert 0.25 < seconds < 2.0 and messages == []
+    elif case == "all-read":
+        assert messages == [] and seconds < 0.25  # nothing waited for
+    else:
+        assert len(messages) == left and seconds < 0.25  # nothing read, nothing waited for
+
+
+# ---------------------------------------------------------------- the header-read timeout (uvicorn protocol)
+
+class _Transport:
+    """The asyncio transport a uvicorn protocol writes to, in memory."""
+
+    def __init__(self):
+        self.written, self.closed = b"", False
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def write(self, data):
+        self.written += data
+
+    def close(self):
+        self.closed = True
+
+    def is_closing(self):
+        return self.closed
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def _protocol_run(script, timeout=0.2, app_seconds=0.0):
+    """Run `script(protocol, transport)` (a coroutine function) on a fresh loop against the service's
+    protocol class with a `timeout` header timeout and an app that takes `app_seconds` to answer."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from cachedmodel.service.header_timeout import header_timeout_protocol
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await asyncio.sleep(app_seconds)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main():
+        config = Config(app, lifespan="off", log_level="warning")
+        config.load()
+        protocol = header_timeout_protocol(timeout)(config=config, server_state=ServerState(), app_state={},
+                                                    _loop=asyncio.get_running_loop())
+        transport = _Transport()
+        protocol.connection_made(transport)
+        try:
+            await script(protocol, transport)
+            return transport.written, transport.closed
+        finally:
+            protocol.connection_lost(None)
+    return asyncio.run(main())
+
+
+GET = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_head_sent_slowly_is_answered_408_and_the_connection_closed():
+    async def script(protocol, transport):
+        for byte in GET[:-4]:
+            protocol.data_received(bytes([byte]))  # all at once: it is the clock that counts, not the bytes
+        await asyncio.sleep(0.1)
+        assert not transport.closed
+        await asyncio.sleep(0.2)
+    written, closed = _protocol_run(script)
+    assert closed and written.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert b"connection: close" in head
+    assert json.loads(body) == {"type": "RequestTimeout",
+                                "messages": ["request headers not received within 0.2 seconds"]}
+
+
+@pytest.mark.parametrize("opening", [b"", b"\r\n"], ids=["nothing", "blank-lines"])
+def test_a_connection_that_never_starts_a_request_is_closed_without_an_answer(opening):
+    async def script(protocol, transport):
+        if opening:
+            protocol.data_received(opening)
+        await asyncio.sleep(0.3)
+    written, closed = _protocol_run(script)
+    assert closed and written == b""
+
+
+def test_complete_heads_arm_no_timer_and_slow_model_work_or_idle_keep_alive_is_not_cut():
+    """One read with the whole head: no timer left behind. A 0.5 s app and 0.3 s of idle keep-alive, both
+    longer than the 0.2 s header timeout: answered, connection open (the body and keep-alive have their own
+    timeouts)."""
+    async def script(protocol, transport):
+        protocol.data_received(GET)
+        assert protocol._head_timer is None
+        await asyncio.sleep(0.7)
+        assert transport.written.startswith(b"HTTP/1.1 200 OK") and not transport.closed
+        await asyncio.sleep(0.3)  # idle between requests (uvicorn's keep-alive timeout is 5 s)
+        protocol.data_received(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        assert protocol._head_timer is None  # the head is complete; the rest of the body is not its business
+        await asyncio.sleep(0.3)
+        protocol.data_received(b"cd")
+        await asyncio.sleep(0.7)
+    written, closed = _protocol_run(script, app_seconds=0.5)
+    assert written.count(b"HTTP/1.1 200 OK") == 2 and not closed
+    assert b"408" not in written
+
+
+def test_the_next_head_on_a_keep_alive_connection_is_timed_from_its_first_bytes():
+    async def script(protocol, transport):
+        protocol.data_received(GET)
+        await asyncio.sleep(0.3)  # answered; idle longer than the header timeout
+        protocol.data_received(GET[:10])
+        await asyncio.sleep(0.1)
+        assert transport.written.count(b"HTTP/1.1") == 1 and not transport.closed
+        await asyncio.sleep(0.2)
+    written, closed = _protocol_run(script)
+    assert closed and written.count(b"HTTP/1.1 408") == 1
+
+
+def test_a_pipelined_head_waits_for_the_response_in_progress_not_for_the_timer():
+    """The client sent its next head (partly) while the first request is still being answered: the server
+    is the slow one, so no 408 while the 0.5 s answer is being made."""
+    async def script(protocol, transport):
+        protocol.data_received(GET + GET[:10])
+        await asyncio.sleep(0.4)
+        assert not transport.closed
+        protocol.data_received(GET[10:])
+        await asyncio.sleep(1.2)
+    written, closed = _protocol_run(script, app_seconds=0.5)
+    assert written.count(b"HTTP/1.1 200 OK") == 2 and b"408" not in written

@@ -8,6 +8,9 @@ Environment (the container contract):
     Large, unread when Content-Length says so,
   CACHEDMODEL_BODY_TIMEOUT_SECONDS (10): a body not fully received this long after its request's
     headers is answered 408 Request Timeout, so slow senders cannot hold connections forever,
+  CACHEDMODEL_HEADER_TIMEOUT_SECONDS (10): the same for the request line and headers, counted from the
+    connection (or, on a keep-alive connection, from the next request's first bytes); a connection
+    that sends nothing at all is closed after it too,
   CACHEDMODEL_KEY_TRACE (off): a file to append each served prediction's cache key to, one per line
     (digests only), for `cachedmodel-advise --keys`; CACHEDMODEL_KEY_TRACE_MAX_BYTES (104857600 =
     100 MiB) bounds it (tracing stops, with one warning, when full).
@@ -60,7 +63,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     try:
         options = server_options(environ)
-        request_limits(environ)  # the app reads them again at import; fail here with one clear line
+        limits = request_limits(environ)  # the app reads them again at import; fail here with one clear line
         key_trace_settings(environ)
     except (SettingsError, KeyTraceSettingsError) as error:
         print(f"cachedmodel.service: {error}", file=sys.stderr)
@@ -72,7 +75,10 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"cachedmodel.service: {error}", file=sys.stderr)
         return 2
     import uvicorn
-    server = uvicorn.Server(uvicorn.Config(APP, **options))
+
+    from cachedmodel.service.header_timeout import header_timeout_protocol
+    server = uvicorn.Server(uvicorn.Config(APP, http=header_timeout_protocol(limits.header_timeout_seconds),
+                                           **options))
     failed = threading.Event()
     if (environ.get("EXIT_ON_LOAD_FAILURE") or "1").lower() not in FALSE:
         threading.Thread(target=_stop_if_loading_fails, args=(server, failed), daemon=True).start()

@@ -18,7 +18,8 @@ from cachedmodel.service.fastpath import model_name_of
 ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 
 EVERY_ROUTE = {
-    "408": "RequestTimeout: the request body did not arrive within CACHEDMODEL_BODY_TIMEOUT_SECONDS.",
+    "408": "RequestTimeout: the request headers or body did not arrive within CACHEDMODEL_HEADER_TIMEOUT_SECONDS "
+           "or CACHEDMODEL_BODY_TIMEOUT_SECONDS.",
     "413": "ContentTooLarge: the request body is larger than CACHEDMODEL_MAX_BODY_BYTES.",
     "500": "ServiceError: an unexpected error (see the service log).",
 }
