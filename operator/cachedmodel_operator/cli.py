@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import codecs
 import logging
 import os
@@ -347,9 +348,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     controller.register(registry)
     logging.getLogger("cachedmodel_operator").info(
         "starting: namespaces=%s liveness=%s", ",".join(namespaces) or "<cluster-wide>", args.liveness)
-    kopf.run(registry=registry, standalone=not args.peering, peering_name=args.peering,
-             namespaces=namespaces, clusterwide=not namespaces, liveness_endpoint=args.liveness or None)
-    return 0
+    options = dict(registry=registry, standalone=not args.peering, peering_name=args.peering, namespaces=namespaces,
+                   clusterwide=not namespaces, liveness_endpoint=args.liveness or None)
+    if not config.lease_name:
+        kopf.run(**options)
+        return 0
+    from cachedmodel_operator import leader  # several replicas: only the Lease's holder runs the handlers
+
+    elector = leader.elect(config, args.liveness)
+    if elector is None:
+        return 0  # asked to stop while waiting as a standby
+    try:
+        asyncio.run(leader.operate_while_leading(elector, kopf.operator, **options))
+    finally:
+        elector.release()
+    return 1 if elector.lost.is_set() else 0  # lost: exit, so that the pod restarts as a standby
 
 
 def build_parser() -> argparse.ArgumentParser:

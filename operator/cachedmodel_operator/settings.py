@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -16,6 +17,8 @@ DEFAULT_RESYNC_SECONDS = 30.0
 DEFAULT_METRICS_URL = "http://{address}/metrics"
 MAX_SECONDS = 365 * 24 * 3600.0  # a year: any interval or timeout beyond it is a mistake
 MAX_CONCURRENCY = 1000
+DEFAULT_LEASE_SECONDS = 15.0
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class SettingsError(ValueError):
@@ -79,11 +82,33 @@ class Settings:
     scrape_timeout_seconds: float = 2.0
     scrape_concurrency: int = 8
     metrics_url: str = DEFAULT_METRICS_URL
+    lease_name: str | None = None  # leader election on this Lease (several operator replicas); None = off
+    lease_namespace: str | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def scraper(self) -> dict:
         """Keyword arguments of scraper.Scraper."""
         return {"interval": self.scrape_seconds, "timeout": self.scrape_timeout_seconds,
                 "concurrency": self.scrape_concurrency, "url": self.metrics_url}
+
+
+def lease(env: Mapping[str, str]) -> tuple[str | None, str | None, float]:
+    """(Lease name, its namespace, duration) of leader election: CACHEDMODEL_LEADER_ELECTION names the Lease
+    (unset = no election), in CACHEDMODEL_LEASE_NAMESPACE (the chart sets the release's), else POD_NAMESPACE."""
+    name = _text(env, "CACHEDMODEL_LEADER_ELECTION")
+    namespace = _text(env, "CACHEDMODEL_LEASE_NAMESPACE") or _text(env, "POD_NAMESPACE")
+    duration = seconds(env, "CACHEDMODEL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+    if name is None:
+        return None, None, duration
+    for variable, value in (("CACHEDMODEL_LEADER_ELECTION", name), ("POD_NAMESPACE", namespace)):
+        if value is None or len(value) > 253 or not _DNS_LABEL.match(value):
+            raise SettingsError(f"{variable} must be a Kubernetes object name (lower case letters, digits, '-' and "
+                                f"'.'){' (or CACHEDMODEL_LEASE_NAMESPACE) when CACHEDMODEL_LEADER_ELECTION is set' if variable == 'POD_NAMESPACE' else ''}"
+                                f", got {(value or '')[:60]!r}")
+    if duration < 3:
+        raise SettingsError(f"CACHEDMODEL_LEASE_SECONDS must be at least 3 (the holder renews every duration/7.5 "
+                            f"seconds), got {duration:g}")
+    return name, namespace, duration
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -93,4 +118,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                     scrape_seconds=seconds(env, "CACHEDMODEL_SCRAPE_SECONDS", 30.0, zero_allowed=True),
                     scrape_timeout_seconds=seconds(env, "CACHEDMODEL_SCRAPE_TIMEOUT_SECONDS", 2.0),
                     scrape_concurrency=count(env, "CACHEDMODEL_SCRAPE_CONCURRENCY", 8, MAX_CONCURRENCY),
-                    metrics_url=metrics_url(env))
+                    metrics_url=metrics_url(env), **dict(zip(("lease_name", "lease_namespace", "lease_seconds"),
+                                                             lease(env))))

@@ -53,9 +53,10 @@ class DeployedOperator:
         return self.spec()["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/config", "")
 
     # ---- running it
-    def start(self) -> "DeployedOperator":
+    def start(self, local: bool | None = None) -> "DeployedOperator":
+        """`local`: run the operator here as its pod would (default: unless the cluster's pods run)."""
         self.wait_rollout()
-        if not REAL_PODS:
+        if (not REAL_PODS) if local is None else local:
             self._start_local()
         return self
 
@@ -75,6 +76,7 @@ class DeployedOperator:
             env.update((config_map or {}).get("data") or {})
         token = self.cluster.kubectl("create", "token", pod["serviceAccountName"], "-n", self.namespace,
                                      "--duration=2h").stdout.strip()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         kubeconfig = self.workdir / f"operator-sa-{self.namespace}.kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(service_account_kubeconfig(self.cluster.kubeconfig, token)))
         kubeconfig.chmod(0o600)

@@ -118,3 +118,40 @@ def test_helm_install_upgrade_rollback_uninstall(kube_cluster, k8s_namespace):
         cluster.helm("uninstall", release, "-n", ns, check=False)
         if not crd_existed:
             cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)
+
+
+def test_an_ha_release_elects_one_leader_under_the_charts_own_rbac(kube_cluster, k8s_namespace, tmp_path):
+    """replicaCount 2: two operators run with the ServiceAccount token and the release's RBAC (the kwok pods
+    run nothing, so each runs here as DeployedOperator does): one holds the Lease and reconciles, the other
+    waits; the PDB and the RollingUpdate strategy are there."""
+    from tests.e2e.operator_runner import DeployedOperator
+
+    cluster, ns = kube_cluster, k8s_namespace
+    release = f"ha{uuid.uuid4().hex[:6]}"
+    fullname = f"{release}-cachedmodel-operator"
+    crd_existed = get_json(cluster, "crd", CRD_NAME) is not None
+    operators = []
+    try:
+        cluster.helm("install", release, str(CHART_DIR), "-n", ns, "--set", "replicaCount=2",
+                     "--set", f"watchNamespaces[0]={ns}", "--set", "leaderElection.leaseSeconds=6",
+                     "--wait", "--timeout", "3m", timeout=200)
+        deployment = get_json(cluster, "deployment", fullname, "-n", ns)
+        assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert get_json(cluster, "pdb", fullname, "-n", ns)["spec"]["minAvailable"] == 1
+        for name in ("one", "two"):
+            operators.append(DeployedOperator(cluster, ns, fullname, tmp_path / name).start(local=True))
+        sample = yaml.safe_load(EXAMPLE_FILE.read_text().split("---", 1)[1])
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(sample))
+        wait_for(lambda: get_json(cluster, "deployment", sample["metadata"]["name"], "-n", ns), 60,
+                 "the leader reconciled the sample")
+        holder = cluster.kubectl("get", "lease", fullname, "-n", ns, "-o", "jsonpath={.spec.holderIdentity}").stdout
+        logs = [operator.logs() for operator in operators]
+        leaders = [log for log in logs if "acquired Lease" in log]
+        assert holder and len(leaders) == 1, logs
+        assert sum("is a standby" in log for log in logs) == 1, logs
+    finally:
+        for operator in operators:
+            operator.stop()
+        cluster.helm("uninstall", release, "-n", ns, "--wait", check=False, timeout=120)
+        if not crd_existed:
+            cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", check=False, timeout=120)

@@ -39,6 +39,7 @@ class OperatorProcess:
         self.resync_seconds = resync_seconds
         self.extra_env = extra_env or {}
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="cachedmodel-operator-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / "operator.log"
         self.proc: subprocess.Popen | None = None
         self.port = 0
