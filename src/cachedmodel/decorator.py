@@ -530,13 +530,21 @@ class RedisCachingDecorator(MLModelDecorator):
         (None, None): compute without a lease (Redis trouble, the holder failed, or the bound passed)."""
         backend, lease = self._backend, key + _LEASE_SUFFIX
         seconds = self.options.lease_seconds
+        token = None
         try:
             token = self._try_lease(key)
             if token is not None:
-                return token, None
+                # the previous holder may have stored the value and released the lease between our
+                # lookup and now: look once more before calling the model
+                output = self._decode(backend.get(key) or b"") if backend.exists(key) else None
+                if output is None:
+                    return token, None
+                self._give_lease(key, token)
+                self._metrics.shared.inc()
+                return None, output
         except CacheBackendError as error:
             self._backend_failed(error)
-            return None, None  # falls back to the in-process single-flight
+            return (token, None) if token is not None else (None, None)  # else the in-process single-flight
         deadline, pause = time.monotonic() + seconds, 0.002
         while time.monotonic() < deadline:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))

@@ -67,6 +67,29 @@ def test_a_failing_lease_holder_does_not_stall_the_others(server, tmp_path):
     first.close(), second.close()
 
 
+def test_a_value_stored_between_the_lookup_and_the_lease_is_not_computed_again(server, tmp_path):
+    """Seen on real pods under load (7 model calls for 6 inputs over 2 pods): process B looks the key up
+    (a miss) just before process A stores it, then takes the lease A has just released, and computed the
+    value again. After taking the lease B must look once more. This drives that interleaving: A's whole
+    predict() runs between B's lookup and B's lease."""
+    calls = str(tmp_path / "calls")
+    first = RedisCachingDecorator(CountingModel(calls, 0.0, "lease_late_model"), url=server.url,
+                                  shared_single_flight=True)
+    second = RedisCachingDecorator(CountingModel(calls, 0.0, "lease_late_model"), url=server.url,
+                                   shared_single_flight=True)
+    data = sample_input(age=63)
+    key = second.cache_key(data).encode()
+    assert second.get_cached(data) is None, "B's lookup: a miss"
+    expected = first.predict(data)  # A: miss, lease, model, store, release
+    assert model_calls(calls) == 1
+    shared_before = value("cachedmodel_singleflight_shared_total", model="lease_late_model")
+    output, stored = second._predict_and_store(key, data)  # B goes on from its miss: lease, then ...
+    assert output == expected and stored
+    assert model_calls(calls) == 1, "B took the released lease and called its model again"
+    assert value("cachedmodel_singleflight_shared_total", model="lease_late_model") == shared_before + 1
+    first.close(), second.close()
+
+
 def test_redis_down_falls_back_to_in_process_single_flight(tmp_path):
     server = RedisServer().start()
     calls = str(tmp_path / "calls")

@@ -22,7 +22,9 @@ def allowed() -> set[str]:
 
 def named_series(text: str) -> set[str]:
     """Series names in a text; `cachedmodel_redis_*` style wildcards are families, not names."""
-    return {name for name in SERIES.findall(text) if not name.endswith(("*", "_")) and not name.startswith(NOT_SERIES)}
+    found = {match.group(0) for match in SERIES.finditer(text)
+             if not text.startswith(".py", match.end())}  # a module's file name (http_metrics.py) is no series
+    return {name for name in found if not name.endswith(("*", "_")) and not name.startswith(NOT_SERIES)}
 
 
 def test_every_series_the_docs_name_is_exported():
@@ -38,3 +40,8 @@ def test_the_check_knows_counters_by_their_total():
     assert "cachedmodel_cache_lookup_seconds" in known  # a histogram's family name
     assert named_series("watch `cachedmodel_redis_evicted_keys` and the `cachedmodel_redis_*` series of "
                         "cachedmodel_operator") == {"cachedmodel_redis_evicted_keys"}
+
+
+def test_module_file_names_are_not_series_but_misspelt_series_still_are():
+    assert named_series("see `http_metrics.py` and tests/support/cachedmodel_samples.py") == set()
+    assert named_series("watch cachedmodel_cache_hit_total") == {"cachedmodel_cache_hit_total"}
