@@ -4,11 +4,23 @@ Sync calls (GET, the hot path of every cache hit, SET and PING) go straight to r
 objects (same hiredis parser, same socket options) kept in a lock-free deque: redis-py's per-command
 wrapper (pool checkout with a readiness poll, retry and observability hooks) costs more than the rest
 of a hit. The deque is only a fast lane in front of a redis-py BlockingConnectionPool, which creates
-every connection, so at most `max_connections` exist; when all are busy a caller waits up to
-`pool_timeout` in that pool and then gets PoolExhaustedError (kind "pool_exhausted": a bypass, never a
-circuit-breaker failure, since Redis was not even asked). Async calls (the service's fast path) do the
-same per event loop (asyncio connections cannot cross loops): a deque of redis.asyncio connections in
-front of that loop's own bounded, blocking pool; the full redis.asyncio client costs ~25 us more a GET.
+every connection, so at most `max_connections` exist; when all are busy a caller waits for one, up to
+`connection_wait` (pool_timeout, by default socket_timeout: busy connections of our own are a wait,
+never a reason to send a cached request to the model), and only then gets PoolExhaustedError (kind
+"pool_exhausted": a bypass, never a circuit-breaker failure, since Redis was not even asked).
+
+Async calls (the service's fast path) run per event loop (asyncio connections cannot cross loops): a
+deque of redis.asyncio connections made by that loop's own bounded pool (the full redis.asyncio client
+costs ~25 us more a GET). A lookup that finds a free connection and nobody queued sends its GET at once
+on its own task; the others are coalesced (auto-pipelining, as ioredis and Lettuce do it): the keys
+queued while the connection is busy go as one MGET when it is free, identical keys once, and a lookup
+of a key whose read is in flight shares that read. So a burst of N hits costs a few round trips on one
+connection: it needs no more connections than a trickle, and never waits for a connect. Their deadlines
+(socket_timeout, socket_connect_timeout) are the lane's own, checked a few loop iterations after they
+pass and not while Redis's answer is waiting to be read: a loop busy with a burst is not a slow Redis.
+Redis Cluster: every async lookup is coalesced, a batch being one MGET per hash slot pipelined per node
+(redis-py's mget_nonatomic), at most max_connections batches in flight; the sync cluster client, whose
+node pools do not block, retries an exhausted node pool until connection_wait.
 
 Timeouts are short and never retried: the decorator's circuit breaker decides when to try again. The
 one retry is for a connection error on a socket that was already open (Redis restarted and closed it):
@@ -27,8 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import os
+import select
 import threading
+import time
+from typing import Callable
 
 import redis
 import redis.asyncio
@@ -66,7 +82,7 @@ class CacheBackendError(Exception):
 
 
 class PoolExhaustedError(redis.exceptions.MaxConnectionsError):
-    """Every pooled connection stayed busy for pool_timeout. redis-py's blocking pools raise a plain
+    """Every pooled connection stayed busy for the whole connection wait. redis-py's blocking pools raise a plain
     ConnectionError instead, which would read as a dead Redis and open the circuit."""
 
 
@@ -202,11 +218,14 @@ class RedisBackend(_Commands):
         self._async_lanes: dict[asyncio.AbstractEventLoop, _AsyncLane] = {}
         self._async_lock = threading.Lock()
 
-    def _make_pool(self, pool_class, retry, sentinel=None):
-        """A bounded blocking pool of `pool_class`, or of its Sentinel-managed twin when `sentinel` is given."""
+    def _make_pool(self, pool_class, retry, sentinel=None, socket_timeouts: bool = True):
+        """A bounded blocking pool of `pool_class`, or of its Sentinel-managed twin when `sentinel` is given.
+        socket_timeouts=False: the connections' own timeouts are off (the async lane bounds its calls itself)."""
         options = self.options
         kwargs = dict(_common_kwargs(options), retry=retry, max_connections=options.max_connections,
-                      timeout=options.pool_timeout)
+                      timeout=options.connection_wait)
+        if not socket_timeouts:
+            kwargs.update(socket_timeout=None, socket_connect_timeout=None)
         try:
             if sentinel is not None:
                 sentinel_class = _BlockingSentinelPool if pool_class is _BlockingPool else _AsyncBlockingSentinelPool
@@ -251,7 +270,8 @@ class RedisBackend(_Commands):
         return connection
 
     def _checkout_slow(self):
-        """No idle connection: make one, or wait pool_timeout for one (the pool bounds their number)."""
+        """No idle connection: make one, or wait for one (the pool bounds their number) up to
+        connection_wait: pool_timeout, by default socket_timeout."""
         with self._waiting_lock:
             self._waiting += 1
         try:
@@ -341,16 +361,16 @@ class RedisBackend(_Commands):
                     if self._sentinels:  # asyncio clients of the Sentinels too are per event loop
                         sentinel = redis.asyncio.sentinel.Sentinel(
                             self._sentinels, sentinel_kwargs=_sentinel_kwargs(self.options, AsyncRetry(NoBackoff(), 0)))
-                    lane = _AsyncLane(self._make_pool(_AsyncBlockingPool, AsyncRetry(NoBackoff(), 0), sentinel),
-                                      sentinel)
+                    pool = self._make_pool(_AsyncBlockingPool, AsyncRetry(NoBackoff(), 0), sentinel,
+                                           socket_timeouts=False)
+                    lane = _AsyncLane(pool, sentinel, self.options, self._wrap)
                     self._async_lanes[loop] = lane
         return lane
 
     async def aget(self, key: str) -> bytes | None:
-        try:
-            return await self._async_lane().execute("GET", key)
-        except Exception as error:  # noqa: BLE001
-            raise self._wrap(error) from error
+        """GET on this event loop's lane: at once on a free connection, else in the next coalesced MGET
+        (raises CacheBackendError)."""
+        return await self._async_lane().get(key)
 
     async def aclose(self) -> None:
         """Close the current loop's async connections (call before the loop ends, e.g. in app shutdown)."""
@@ -415,60 +435,403 @@ async def _send(connection, args) -> None:
         raise redis.exceptions.ConnectionError(f"Error while writing to socket: {error}") from error
 
 
-class _AsyncLane:
-    """One event loop's fast lane: idle redis.asyncio connections in a deque, in front of a bounded
-    blocking pool that makes them. One loop runs one coroutine at a time, so no lock is needed; a
-    connection released while someone waits in the pool goes to that waiter through the pool."""
+_ABSENT = object()
+# A deadline on the event loop waits this many more loop iterations after its time has passed (each
+# iteration polls the sockets once: microseconds on an idle loop). asyncio's timeouts cancel on wall
+# time: when the loop is busy for longer than socket_timeout (a burst of thousands of requests, each
+# iteration running hundreds of them), a reply that arrived in time is read only after the timer fired,
+# and a healthy Redis would read as timed out (and open the breaker). A reply takes about two
+# iterations to be read once it is in; a new connection about a dozen (TCP connect, transport, the
+# handshake's round trips), whatever each iteration costs.
+_GRACE_ITERATIONS = 8
+_CONNECT_GRACE_ITERATIONS = 32
 
-    def __init__(self, pool: redis.asyncio.BlockingConnectionPool, sentinel=None):
+
+def _call_late(loop: asyncio.AbstractEventLoop, seconds: float, callback, *args,
+               iterations: int = _GRACE_ITERATIONS) -> asyncio.TimerHandle:
+    """loop.call_later(seconds, callback, *args), the callback run `iterations` loop iterations later."""
+    return loop.call_later(seconds, _hop, loop, iterations, callback, args)
+
+
+def _hop(loop, left: int, callback, args) -> None:
+    if left:
+        loop.call_soon(_hop, loop, left - 1, callback, args)
+    else:
+        callback(*args)
+
+
+def _answer_pending(connection) -> bool:
+    """Bytes from Redis wait to be read on this connection (in asyncio's buffer or in the socket's)."""
+    reader, writer = getattr(connection, "_reader", None), getattr(connection, "_writer", None)
+    if reader is None or writer is None:
+        return False
+    if getattr(reader, "_buffer", None):
+        return True
+    sock = writer.transport.get_extra_info("socket")
+    try:
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+class _Watch:
+    """The deadline of one Redis call on the async lane: cancels the calling task when it expires (the
+    call then raises redis' TimeoutError), unless Redis's answer is already waiting to be read (then it
+    looks again a few loop iterations later); `done` once the call returned."""
+
+    __slots__ = ("task", "connection", "expired", "done", "extensions")
+
+    def __init__(self, task: asyncio.Task, connection):
+        self.task, self.connection, self.expired, self.done, self.extensions = task, connection, False, False, 0
+
+    def due(self) -> None:
+        if self.done:
+            return
+        if self.extensions < 16 and _answer_pending(self.connection):  # in time; the loop was busy elsewhere
+            self.extensions += 1
+            _call_late(self.task.get_loop(), 0, self.due)
+            return
+        self.expired = True
+        self.task.cancel()
+
+
+# kinds after which Redis cannot answer the lookups queued behind the failed call either: they fail with
+# it at once, so a request pays at most one timeout (and a dead Redis is not asked once per batch)
+_UNANSWERABLE = frozenset({"connection", "timeout"})
+
+
+class _Coalescer:
+    """One event loop's lookup coalescer ("auto-pipelining", as ioredis and Lettuce do it): lookups that
+    find no free connection enqueue (key, future), and one flush scheduled with loop.call_soon sends every
+    key queued in that tick as one MGET on one connection; a flush that finds more keys queued when its
+    reply is in sends them next, on the same connection. A burst of N hits therefore costs a few round
+    trips on a few connections instead of N connections or N waits. Identical keys share one read: in a
+    batch one key is sent once, and a lookup of a key whose read is in flight waits for that read.
+
+    Every waiter has its own future: a cancelled waiter cancels only its own. A failed read fails every
+    waiter of its batch (each gets its own CacheBackendError, so each request is counted), and when
+    Redis cannot answer (connection, timeout) the lookups queued behind it fail with it at once. While no
+    connection is free the queue waits up to `wait` (pool_timeout, by default socket_timeout); only if
+    no call on this lane completed during that whole time does it fail as pool_exhausted (a bypass,
+    never a breaker failure). Deadlines are checked a few loop iterations after their timer fires (see
+    _GRACE_ITERATIONS), so a busy event loop is not mistaken for a slow Redis or exhausted connections."""
+
+    def __init__(self, wait: float, wrap: Callable[[BaseException], "CacheBackendError"]):
+        self.loop = asyncio.get_running_loop()
+        self.wait = wait
+        self.wrap = wrap
+        self.queue: dict = {}     # key -> [future, ...]: lookups waiting for the next batch
+        self.reading: dict = {}   # key -> None or [future, ...]: reads in flight, and who else waits for them
+        self.kicked = False       # a _kick is scheduled
+        self.timer = None         # the queue's deadline while no connection is free
+        self.progress = self.loop.time()  # when a call on this lane last completed
+        self.tasks: set = set()   # running flushes
+
+    # ------------------------------------------------------------ waiting
+    def _enqueue(self, key) -> asyncio.Future:
+        future = self.loop.create_future()
+        waiters = self.queue.get(key)
+        if waiters is None:
+            self.queue[key] = [future]
+            self._schedule()
+        else:
+            waiters.append(future)
+        return future
+
+    def _follow(self, key, followers) -> asyncio.Future:
+        """Wait for the read of `key` that is in flight."""
+        future = self.loop.create_future()
+        if followers is None:
+            self.reading[key] = [future]
+        else:
+            followers.append(future)
+        return future
+
+    def _schedule(self) -> None:
+        if not self.kicked:
+            self.kicked = True
+            self.loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self.kicked = False
+        if not self.queue:
+            return
+        try:
+            handle = self._take()
+        except Exception as error:  # noqa: BLE001 - e.g. a connection object could not be made
+            self._fail_queue(error)
+            return
+        if handle is None:  # every connection busy: the next one released flushes the queue
+            self._arm()
+            return
+        task = self.loop.create_task(self._flush(handle))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _flush(self, handle) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, {}
+                self._disarm()
+                reading = self.reading
+                for key, waiters in batch.items():
+                    reading.setdefault(key, waiters)
+                try:
+                    values = await self._fetch(handle, list(batch))
+                except BaseException as error:
+                    self._settle(batch, error=error)
+                    if not isinstance(error, Exception):
+                        raise
+                else:
+                    self._settle(batch, values)
+        finally:
+            self._give(handle)
+
+    def _settle(self, batch: dict, values: list | None = None, error: BaseException | None = None) -> None:
+        reading = self.reading
+        for index, (key, waiters) in enumerate(batch.items()):
+            if reading.get(key) is waiters:
+                del reading[key]
+            if error is None:
+                value = values[index]
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(value)
+            else:
+                self._fail(waiters, error)
+        if isinstance(error, Exception) and classify(error) in _UNANSWERABLE:
+            self._fail_queue(error)
+
+    def _fail(self, waiters: list, error: BaseException) -> None:
+        for future in waiters:
+            if not future.done():
+                if isinstance(error, Exception):
+                    future.set_exception(self.wrap(error))
+                else:  # the flush itself was cancelled (its loop is closing)
+                    future.cancel()
+
+    def _fail_queue(self, error: BaseException) -> None:
+        queue, self.queue = self.queue, {}
+        self._disarm()
+        for waiters in queue.values():
+            self._fail(waiters, error)
+
+    # ------------------------------------------------------------ the queue's deadline
+    def _arm(self) -> None:
+        if self.timer is None:  # (the calls in flight time out first: then the queue fails with their error)
+            self.timer = _call_late(self.loop, self.wait, self._expire, self.queue,
+                                    iterations=_CONNECT_GRACE_ITERATIONS)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire(self, queue: dict) -> None:
+        if self.queue is not queue or not queue:
+            return  # flushed (or failed) meanwhile
+        self.timer = None
+        idle_for = self.loop.time() - self.progress
+        if idle_for < self.wait:  # calls do complete: a connection is about to be free
+            self.timer = _call_late(self.loop, self.wait - idle_for, self._expire, queue,
+                                    iterations=_CONNECT_GRACE_ITERATIONS)
+            return
+        self._fail_queue(PoolExhaustedError(f"no connection free for {self.wait}s"))
+
+    async def _close_flushes(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        self._fail_queue(asyncio.CancelledError())
+
+    # ------------------------------------------------------------ per topology
+    def _take(self):
+        """A connection (or a slot) for a flush, or None when none is free now."""
+        raise NotImplementedError
+
+    async def _fetch(self, handle, keys: list) -> list:
+        raise NotImplementedError
+
+    def _give(self, handle) -> None:
+        raise NotImplementedError
+
+
+class _AsyncLane(_Coalescer):
+    """One event loop's lane to one Redis (directly or via Sentinel): idle redis.asyncio connections in a
+    deque, made by a bounded pool (at most max_connections). A lookup that finds a free connection and
+    nobody queued sends its GET at once, on its own task (the single-request hit path: no extra hop);
+    otherwise it joins the coalescer's next MGET. One loop runs one coroutine at a time: no lock."""
+
+    def __init__(self, pool: redis.asyncio.BlockingConnectionPool, sentinel, options: CacheOptions, wrap):
+        super().__init__(options.connection_wait, wrap)
         self.pool = pool
         self.sentinel = sentinel  # this loop's clients of the Sentinels, if any
         self.idle: collections.deque = collections.deque()
-        self.waiting = 0
+        self.busy = 0  # connections checked out (a direct GET or a flush)
+        # the pool's connections have no timeouts of their own: _call bounds each call (see _GRACE_ITERATIONS)
+        self.read_timeout = options.socket_timeout
+        self.connect_timeout = options.socket_connect_timeout
 
-    async def execute(self, *args):
+    async def get(self, key):
+        reading = self.reading
+        followers = reading.get(key, _ABSENT)
+        if followers is not _ABSENT:  # the same key is being read: share that read
+            return await self._follow(key, followers)
+        if self.queue or not self.idle:
+            return await self._enqueue(key)
+        reading[key] = None
+        connection = self.idle.pop()
+        self.busy += 1
+        try:
+            value = await self._call(connection, ("GET", key))
+        except BaseException as error:
+            await self._broken(connection, error)
+            self._release(connection)
+            followers = reading.pop(key, None)
+            if isinstance(error, Exception):
+                if followers:
+                    self._fail(followers, error)
+                if classify(error) in _UNANSWERABLE:
+                    self._fail_queue(error)
+                raise self.wrap(error) from error
+            if followers:  # this request was cancelled: the others still get an answer
+                for future in followers:
+                    if not future.done():
+                        self._enqueue_future(key, future)
+            raise
+        self._release(connection)
+        followers = reading.pop(key)
+        if followers is not None:
+            for future in followers:
+                if not future.done():
+                    future.set_result(value)
+        return value
+
+    def _enqueue_future(self, key, future: asyncio.Future) -> None:
+        waiters = self.queue.get(key)
+        if waiters is None:
+            self.queue[key] = [future]
+            self._schedule()
+        else:
+            waiters.append(future)
+
+    async def _call(self, connection, args, retry: bool = True):
+        """One command on a checked-out connection, within socket_timeout (plus socket_connect_timeout
+        when it connects first); a connection error on a socket that was already open (Redis restarted and
+        closed it) is retried once on a fresh one."""
+        connect = not connection.is_connected
+        watch = _Watch(asyncio.current_task(), connection)
+        if connect:
+            timer = _call_late(self.loop, self.read_timeout + self.connect_timeout, watch.due,
+                               iterations=_CONNECT_GRACE_ITERATIONS)
+        else:
+            timer = _call_late(self.loop, self.read_timeout, watch.due)
+        try:
+            if connect:
+                await connection.connect()  # a Sentinel-managed connection asks for the primary here
+            await _send(connection, args)
+            return await connection.read_response(timeout=math.inf)  # (bounded by the watch)
+        except asyncio.CancelledError:
+            if watch.expired and watch.task.uncancel() == 0:  # our deadline, not a cancelled request
+                raise redis.exceptions.TimeoutError(
+                    f"Timeout {'connecting to' if connect else 'reading from'} Redis") from None
+            raise
+        except redis.exceptions.ConnectionError as error:
+            if connect or not retry or classify(error) != "connection":
+                raise
+        finally:
+            watch.done = True
+            timer.cancel()
+        await connection.disconnect()  # a socket Redis closed (restart, failover): once more, on a fresh one
+        return await self._call(connection, args, retry=False)
+
+    async def _broken(self, connection, error: BaseException) -> None:
+        """A failed or cancelled command leaves the socket in an unknown state: close it (it reconnects
+        when next used); after a connection error or timeout, the idle sockets are stale too."""
+        await connection.disconnect(nowait=True)
+        if isinstance(error, Exception) and classify(error) in _UNANSWERABLE:
+            for idle in list(self.idle):
+                await idle.disconnect(nowait=True)
+
+    def _release(self, connection) -> None:
+        self.busy -= 1
+        self.progress = self.loop.time()
+        self.idle.append(connection)
+        if self.queue:
+            self._schedule()
+
+    def _take(self):
+        """An idle connection; or, when none is in use either (the lane's first call, or every connection
+        was taken away), a new one. While a call is in flight the queue waits for its connection instead:
+        one connection carries a burst (a batch per round trip), and a new one would cost a connect,
+        which in a burst takes a dozen loop iterations of hundreds of requests each."""
         try:
             connection = self.idle.pop()
         except IndexError:
-            self.waiting += 1
+            if self.busy:
+                return None
             try:
-                connection = await self.pool.get_connection()
-            finally:
-                self.waiting -= 1
-        try:
-            reused = connection.is_connected
-            try:
-                if not reused:
-                    await connection.connect()  # a Sentinel-managed connection asks for the primary here
-                await _send(connection, args)
-                return await connection.read_response()
-            except redis.exceptions.ConnectionError as error:
-                if not reused or classify(error) != "connection":
-                    raise
-                await connection.disconnect()  # a socket Redis closed (restart, failover): once more, on a fresh one
-                await connection.connect()
-                await connection.send_command(*args)
-                return await connection.read_response()
-        except BaseException as error:  # a failed or cancelled command leaves the socket in an unknown state
-            await connection.disconnect(nowait=True)
-            if isinstance(error, Exception) and classify(error) in ("connection", "timeout"):
-                for idle in list(self.idle):  # a restarted server left every idle socket stale
-                    await idle.disconnect(nowait=True)
-            raise
-        finally:
-            await self._release(connection)
+                connection = self.pool.get_available_connection()  # up to max_connections (connects when used)
+            except redis.exceptions.MaxConnectionsError:
+                return None
+        self.busy += 1
+        return connection
 
-    async def _release(self, connection) -> None:
-        if self.waiting:
-            await self.pool.release(connection)
-        else:
-            self.idle.append(connection)
+    async def _fetch(self, connection, keys: list) -> list:
+        try:
+            if len(keys) == 1:
+                return [await self._call(connection, ("GET", keys[0]))]
+            return await self._call(connection, ("MGET", *keys))
+        except BaseException as error:
+            await self._broken(connection, error)
+            raise
+
+    def _give(self, connection) -> None:
+        self._release(connection)
 
     async def aclose(self) -> None:
+        await self._close_flushes()
         self.idle.clear()
         await self.pool.disconnect()
         if self.sentinel is not None:
             await self.sentinel.aclose()
+
+
+class _ClusterLane(_Coalescer):
+    """One event loop's lookups to a Redis Cluster: every lookup is coalesced, and a batch is one
+    mget_nonatomic (per node one pipeline of one MGET per hash slot, on one connection of that node).
+    At most max_connections batches are in flight, so no node's pool (max_connections each) runs out."""
+
+    def __init__(self, client: "redis.asyncio.cluster.RedisCluster", limit: int, wait: float, wrap):
+        super().__init__(wait, wrap)
+        self.client = client
+        self.free = limit
+
+    async def get(self, key):
+        followers = self.reading.get(key, _ABSENT)
+        if followers is not _ABSENT:
+            return await self._follow(key, followers)
+        return await self._enqueue(key)
+
+    def _take(self):
+        if self.free <= 0:
+            return None
+        self.free -= 1
+        return True
+
+    async def _fetch(self, _, keys: list) -> list:
+        if len(keys) == 1:
+            return [await self.client.execute_command("GET", keys[0])]
+        return await self.client.mget_nonatomic(keys)
+
+    def _give(self, _) -> None:
+        self.free += 1
+        self.progress = self.loop.time()
+        if self.queue:
+            self._schedule()
+
+    async def aclose(self) -> None:
+        await self._close_flushes()
+        await self.client.aclose()
 
 
 class ClusterBackend(_Commands):
@@ -485,12 +848,12 @@ class ClusterBackend(_Commands):
         self._nodes = [split_endpoint(address) for address in options.cluster_nodes]
         self._client = None  # made at first use: an unreachable cluster must not stop the service
         self._lock = threading.Lock()
-        self._async_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.cluster.RedisCluster] = {}
+        self._async_lanes: dict[asyncio.AbstractEventLoop, _ClusterLane] = {}
         self._async_lock = threading.Lock()
         self._pid = os.getpid()
 
     def _kwargs(self) -> dict:
-        # max_connections is per node here; an exhausted node pool is a bypass (MaxConnectionsError)
+        # max_connections is per node here; a node pool that stays exhausted for connection_wait is a bypass
         return dict(_common_kwargs(self.options), max_connections=self.options.max_connections,
                     require_full_coverage=False)
 
@@ -515,9 +878,26 @@ class ClusterBackend(_Commands):
                 client = self._client
         return client
 
+    def _waiting(self, call):
+        """call(), again while a node's pool is exhausted (redis-py's cluster pools do not block; a busy
+        pool is a wait, not a reason to skip Redis), up to connection_wait; then its MaxConnectionsError
+        goes up (pool_exhausted: a bypass, never a breaker failure)."""
+        deadline, pause = None, 0.001
+        while True:
+            try:
+                return call()
+            except redis.exceptions.MaxConnectionsError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.options.connection_wait
+                elif now >= deadline:
+                    raise
+                time.sleep(min(pause, max(0.0, deadline - now)))
+                pause = min(pause * 2, 0.02)
+
     def _execute(self, *args):
         try:
-            return self._sync_client().execute_command(*args)
+            return self._waiting(lambda: self._sync_client().execute_command(*args))
         except Exception as error:  # noqa: BLE001 - every failure becomes a counted cache error
             raise self._wrap(error) from error
 
@@ -526,18 +906,21 @@ class ClusterBackend(_Commands):
         if not keys:
             return []
         try:
-            return self._sync_client().mget_nonatomic(keys)
+            return self._waiting(lambda: self._sync_client().mget_nonatomic(keys))
         except Exception as error:  # noqa: BLE001
             raise self._wrap(error) from error
 
     def set_many(self, items: list[tuple], ttl_seconds: float | None) -> None:
         if not items:
             return
-        try:
+
+        def store():
             pipeline = self._sync_client().pipeline(transaction=False)
             for key, value in items:
                 pipeline.execute_command(*set_command(key, value, ttl_seconds))
             pipeline.execute()
+        try:
+            self._waiting(store)
         except Exception as error:  # noqa: BLE001
             raise self._wrap(error) from error
 
@@ -556,33 +939,34 @@ class ClusterBackend(_Commands):
         except Exception as error:  # noqa: BLE001
             raise self._wrap(error) from error
 
-    def _async_client(self) -> redis.asyncio.cluster.RedisCluster:
+    def _async_lane(self) -> _ClusterLane:
         loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
+        lane = self._async_lanes.get(loop)
+        if lane is None:
             with self._async_lock:
-                client = self._async_clients.get(loop)
-                if client is None:
-                    for ended in [old for old in self._async_clients if old.is_closed()]:
-                        del self._async_clients[ended]
+                lane = self._async_lanes.get(loop)
+                if lane is None:
+                    for ended in [old for old in self._async_lanes if old.is_closed()]:
+                        del self._async_lanes[ended]
                     client = redis.asyncio.cluster.RedisCluster(
                         startup_nodes=[redis.asyncio.cluster.ClusterNode(host, port) for host, port in self._nodes],
                         retry=AsyncRetry(NoBackoff(), 1), **self._kwargs())
-                    self._async_clients[loop] = client
-        return client
+                    lane = _ClusterLane(client, self.options.max_connections, self.options.connection_wait,
+                                        self._wrap)
+                    self._async_lanes[loop] = lane
+        return lane
 
     async def aget(self, key: str) -> bytes | None:
-        try:
-            return await self._async_client().execute_command("GET", key)
-        except Exception as error:  # noqa: BLE001
-            raise self._wrap(error) from error
+        """GET through this event loop's coalescer: lookups of one tick go as one mget_nonatomic (one
+        pipeline per node), identical keys once (raises CacheBackendError)."""
+        return await self._async_lane().get(key)
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
         with self._async_lock:
-            client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+            lane = self._async_lanes.pop(loop, None)
+        if lane is not None:
+            await lane.aclose()
 
     def close(self) -> None:
         with self._lock:

@@ -90,8 +90,9 @@ BYPASSES = Counter("cachedmodel_cache_bypass",
                    "Predictions that went to the model without a cache answer, by reason: circuit_open (Redis "
                    "skipped after repeated failures), redis_error (the lookup failed; the kind is in "
                    "cachedmodel_cache_errors_total), pool_exhausted (every connection of max_connections stayed "
-                   "busy for pool_timeout; not a failure), invalid_input (the input schema rejects it: the model "
-                   "answers as it would uncached), unkeyable (no key could be built).", ["model", "reason"])
+                   "busy for pool_timeout, by default socket_timeout; not a failure), invalid_input (the input "
+                   "schema rejects it: the model answers as it would uncached), unkeyable (no key could be built).",
+                   ["model", "reason"])
 ERRORS = Counter("cachedmodel_cache_errors",
                  "Cache failures, by kind (connection, timeout, oom, response, auth, decode, encode, other): "
                  "failed lookups and stores, unreadable entries, outputs that could not be stored.",

@@ -187,7 +187,8 @@ class CacheOptions(BaseModel):
     socket_timeout: float = Field(0.25, gt=0, allow_inf_nan=False)
     socket_connect_timeout: float = Field(0.25, gt=0, allow_inf_nan=False)
     max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)  # per pool: sync, and async per event loop
-    pool_timeout: float = Field(0.1, gt=0, allow_inf_nan=False)  # wait for a free connection, then bypass
+    # wait for a free pooled connection, then bypass; default (None): socket_timeout, the request's own deadline
+    pool_timeout: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     circuit_breaker_failures: int = Field(3, ge=1)
     circuit_breaker_reset_seconds: float = Field(5.0, gt=0, allow_inf_nan=False)
     # in-process tier and stampede protection
@@ -202,6 +203,12 @@ class CacheOptions(BaseModel):
     early_refresh_beta: float = Field(0.0, ge=0, allow_inf_nan=False)  # XFetch; 0 = only once stale
     # Redis-side figures (INFO) for /metrics, sampled in the background; 0 = off
     redis_info_interval_seconds: float = Field(15.0, ge=0, allow_inf_nan=False)
+
+    @property
+    def connection_wait(self) -> float:
+        """How long a Redis call waits for a free pooled connection before the request bypasses the cache:
+        pool_timeout when set, else socket_timeout (busy connections are a wait, not a reason to skip Redis)."""
+        return self.socket_timeout if self.pool_timeout is None else self.pool_timeout
 
     def __repr_args__(self):
         for name, value in super().__repr_args__():
