@@ -530,13 +530,16 @@ class _Coalescer:
     # ------------------------------------------------------------ waiting
     def _enqueue(self, key) -> asyncio.Future:
         future = self.loop.create_future()
+        self._enqueue_future(key, future)
+        return future
+
+    def _enqueue_future(self, key, future: asyncio.Future) -> None:
         waiters = self.queue.get(key)
         if waiters is None:
             self.queue[key] = [future]
             self._schedule()
         else:
             waiters.append(future)
-        return future
 
     def _follow(self, key, followers) -> asyncio.Future:
         """Wait for the read of `key` that is in flight."""
@@ -705,14 +708,6 @@ class _AsyncLane(_Coalescer):
                 if not future.done():
                     future.set_result(value)
         return value
-
-    def _enqueue_future(self, key, future: asyncio.Future) -> None:
-        waiters = self.queue.get(key)
-        if waiters is None:
-            self.queue[key] = [future]
-            self._schedule()
-        else:
-            waiters.append(future)
 
     async def _call(self, connection, args, retry: bool = True):
         """One command on a checked-out connection, within socket_timeout (plus socket_connect_timeout

@@ -53,6 +53,14 @@ class _HeaderTimeout:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS
     _head_timer: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)  # the parser's protocol (next in the MRO)
+        self._arm()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
     def _arm(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 
@@ -93,14 +101,6 @@ if _HTTPTOOLS:
         _heads = 0
         _data_in_head = False
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
         def data_received(self, data: bytes) -> None:
             in_head, heads = self._reading_head, self._heads
             _Base.data_received(self, data)
@@ -129,14 +129,6 @@ else:  # pragma: no cover
 
     class HeaderTimeoutProtocol(_HeaderTimeout, _Base):
         """uvicorn's h11 protocol with a header-read timeout: h11 says where it is itself."""
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             _Base.data_received(self, data)
