@@ -144,7 +144,7 @@ def test_example_cachedmodel_becomes_ready_with_its_children(release: Release):
     status = found["status"]
     assert status["observedGeneration"] == found["metadata"]["generation"]
     assert status["url"] == f"http://{release.model}.{release.watched}.svc:8000"
-    assert status["replicas"] == {"ready": 1, "desired": 1}
+    assert status["replicas"] == {"ready": 1, "desired": 1, "current": 1}
     children = owned_children(release.cluster, release.watched, release.model_uid)
     for kind in ("deployments.apps", "statefulsets.apps", "services", "configmaps", "secrets",
                  "networkpolicies.networking.k8s.io", "poddisruptionbudgets.policy"):
@@ -243,7 +243,7 @@ def test_spec_change_reaches_the_children(release: Release):
         return (deployment["spec"]["replicas"] == 2
                 and "maxmemory 96mb" in "".join((redis_conf.get("data") or {}).values())
                 and found["status"].get("observedGeneration") == found["metadata"]["generation"]
-                and found["status"].get("replicas") == {"ready": 2, "desired": 2}
+                and found["status"].get("replicas") == {"ready": 2, "desired": 2, "current": 2}
                 and condition(found, "Ready").get("status") == "True")
 
     release.operator.wait(converged, READY_TIMEOUT, "children follow spec (replicas 2, maxmemory 96mb), Ready again",

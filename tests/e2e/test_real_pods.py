@@ -325,7 +325,7 @@ def test_deleted_model_pod_is_replaced_and_the_cachedmodel_is_ready_again(stack:
                READY_TIMEOUT, f"a new Ready model pod replacing {old}")
     stack.wait(stack.ready, READY_TIMEOUT, "CachedModel Ready with the new model pod")
     status = stack.cachedmodel()["status"]
-    assert status["replicas"] == {"ready": 1, "desired": 1}
+    assert status["replicas"] == {"ready": 1, "desired": 1, "current": 1}
     with stack.http() as http:
         wait_for(lambda: _serving(http) and http.post(PREDICT_PATH, json=PREDICTION).status_code == 200, 60,
                  "predictions from the new model pod")

@@ -264,7 +264,7 @@ def test_cachedmodel_produces_every_child_and_becomes_ready(ctl):
     ready = ctl.wait_ready("ic")
     status = ready["status"]
     assert status["url"] == f"http://ic.{ctl.ns}.svc:8000"
-    assert status["replicas"] == {"ready": 2, "desired": 2}
+    assert status["replicas"] == {"ready": 2, "desired": 2, "current": 2}
     assert {c["type"]: c["status"] for c in status["conditions"]} == \
         {"Ready": "True", "ModelReady": "True", "CacheReady": "True"}
     assert all(c.get("lastTransitionTime") for c in status["conditions"])
@@ -300,7 +300,7 @@ def test_spec_edits_propagate_and_roll_the_pods(ctl):
     assert ctl.get("secret", "edit-redis-auth")["data"]["password"] == password, "password must stay stable"
     after = ctl.wait_ready("edit")
     assert after["metadata"]["generation"] > ready["metadata"]["generation"]
-    assert after["status"]["replicas"] == {"ready": 3, "desired": 3}
+    assert after["status"]["replicas"] == {"ready": 3, "desired": 3, "current": 3}
     assert after["status"]["redis"]["maxmemory"] == "64mb"
     assert ctl.condition("edit", "Ready")["lastTransitionTime"] >= lt_before
 
