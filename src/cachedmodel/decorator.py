@@ -550,13 +550,17 @@ class RedisCachingDecorator(MLModelDecorator):
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.05)
             try:
+                # the lease first, then the key: the holder stores before it releases, so a lease seen gone
+                # before a GET that misses means the holder gave up (the other order could miss a value
+                # stored between the two reads, and compute it again)
+                leased = backend.exists(lease)
                 stored = backend.get(key)
                 if stored is not None:
                     output = self._decode(stored)
                     if output is not None:
                         self._metrics.shared.inc()
                         return None, output
-                if not backend.exists(lease):
+                if not leased:
                     return None, None  # the holder gave up (its model failed): compute ourselves
             except CacheBackendError as error:
                 self._backend_failed(error)
