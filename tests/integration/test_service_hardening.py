@@ -441,3 +441,30 @@ def test_healthcheck_imports_nothing_heavy_and_works_against_the_service(service
     assert "socket" in imported  # it did run the probe
     down = subprocess.run(command, env={**os.environ, "PORT": "1"}, capture_output=True, text=True, timeout=30)
     assert down.returncode == 1 and "probe:" in down.stderr
+
+
+# ---------------------------------------------------------------- draining on SIGTERM
+
+def test_sigterm_drains_keep_alive_clients_before_closing(store, tmp_path):
+    """On a rollout the pod gets SIGTERM while keep-alive clients still hold connections to it (through a
+    Service, a connection stays with its pod). Closing them at once made a request sent at that moment fail
+    ("Server disconnected without sending a response": 1 of 18,110 requests on real pods during an epoch
+    bump). Now the service keeps answering for CACHEDMODEL_DRAIN_SECONDS, each answer with
+    `connection: close`, so the client reconnects elsewhere after an answer; then it stops."""
+    import signal
+
+    drain = 3.0
+    with ModelService(config=EXAMPLE_CONFIG, env={"REDIS_URL": store.url,
+                                                  "CACHEDMODEL_DRAIN_SECONDS": str(drain)}) as svc:
+        with httpx.Client(base_url=svc.url, timeout=10.0) as client:
+            assert client.post(PREDICTION, json=BODY).status_code == 200  # a kept-alive connection
+            svc.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            answers = []
+            while time.monotonic() - signalled < drain * 0.6:
+                response = client.post(PREDICTION, json=BODY)
+                answers.append((response.status_code, response.headers.get("connection")))
+            assert answers and all(status == 200 for status, _ in answers), answers
+            assert all(connection == "close" for _, connection in answers), answers
+        wait_until(lambda: svc.process.poll() is not None, drain + 15, what="the service to exit after draining")
+        assert time.monotonic() - signalled >= drain * 0.9, "it stopped before the drain was over"

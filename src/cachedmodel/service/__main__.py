@@ -76,9 +76,22 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         return 2
     import uvicorn
 
-    from cachedmodel.service.header_timeout import header_timeout_protocol
-    server = uvicorn.Server(uvicorn.Config(APP, http=header_timeout_protocol(limits.header_timeout_seconds),
-                                           **options))
+    from cachedmodel.service import header_timeout
+
+    class DrainingServer(uvicorn.Server):
+        """On the first SIGTERM/SIGINT keep serving for drain_seconds, closing each connection after its
+        answer (`connection: close`: keep-alive clients reconnect, to pods that stay), then shut down as
+        uvicorn does (in-flight requests finish). A second signal stops at once."""
+
+        def handle_exit(self, sig, frame) -> None:
+            if limits.drain_seconds and not header_timeout.DRAINING and not self.should_exit:
+                header_timeout.start_draining()
+                threading.Timer(limits.drain_seconds, super().handle_exit, (sig, frame)).start()
+                return
+            super().handle_exit(sig, frame)
+
+    server = DrainingServer(uvicorn.Config(
+        APP, http=header_timeout.header_timeout_protocol(limits.header_timeout_seconds), **options))
     failed = threading.Event()
     if (environ.get("EXIT_ON_LOAD_FAILURE") or "1").lower() not in FALSE:
         threading.Thread(target=_stop_if_loading_fails, args=(server, failed), daemon=True).start()

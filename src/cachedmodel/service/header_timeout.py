@@ -36,6 +36,17 @@ else:
     _HTTPTOOLS = True
 
 
+# Draining (after SIGTERM, see cachedmodel.service.__main__): every request still read is answered, with
+# `connection: close`, so that a keep-alive client moves to another pod after an answer instead of
+# finding its connection closed under a request it just sent ("Server disconnected").
+DRAINING = False
+
+
+def start_draining() -> None:
+    global DRAINING
+    DRAINING = True
+
+
 def _answer_408(protocol, seconds: float) -> bytes:
     payload = error_body("RequestTimeout", f"request headers not received within {seconds:g} seconds")
     head = [b"HTTP/1.1 408 Request Timeout\r\n"]
@@ -70,6 +81,8 @@ class _HeaderTimeout:
             self._head_timer = None
 
     def _after_read(self) -> None:
+        if DRAINING and self.cycle is not None and not self.cycle.response_started:
+            self.cycle.keep_alive = False  # answered with `connection: close`, then closed
         if self._head_pending() and not self.transport.is_closing():
             if self._head_timer is None:
                 self._arm()

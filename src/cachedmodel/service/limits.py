@@ -28,6 +28,8 @@ from cachedmodel.env import byte_count
 MAX_BODY_ENV = "CACHEDMODEL_MAX_BODY_BYTES"
 BODY_TIMEOUT_ENV = "CACHEDMODEL_BODY_TIMEOUT_SECONDS"
 HEADER_TIMEOUT_ENV = "CACHEDMODEL_HEADER_TIMEOUT_SECONDS"
+DRAIN_ENV = "CACHEDMODEL_DRAIN_SECONDS"
+DEFAULT_DRAIN_SECONDS = 5.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
@@ -45,6 +47,7 @@ class RequestLimits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
     header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS  # after SIGTERM: serve on, closing each connection after its answer
     linger_bytes: int = LINGER_BYTES      # not settings: the bounds of the lingering close after a 413
     linger_seconds: float = LINGER_SECONDS
 
@@ -63,8 +66,15 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
 def request_limits(environ: Mapping[str, str]) -> RequestLimits:
     """Pure: environment -> RequestLimits (empty or unset variables keep the defaults)."""
     size = byte_count(environ, MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, SettingsError)
+    drain = environ.get(DRAIN_ENV) or str(DEFAULT_DRAIN_SECONDS)
+    try:
+        drain_seconds = float(drain)
+    except ValueError:
+        drain_seconds = float("nan")
+    if not 0 <= drain_seconds <= 300:
+        raise SettingsError(f"{DRAIN_ENV} must be a number of seconds from 0 (off) to 300, got {drain!r}")
     return RequestLimits(size, _seconds(environ, BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT_SECONDS),
-                         _seconds(environ, HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_SECONDS))
+                         _seconds(environ, HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_SECONDS), drain_seconds)
 
 
 def _declared_length(scope) -> int | None:
