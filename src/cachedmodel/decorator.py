@@ -536,7 +536,8 @@ class RedisCachingDecorator(MLModelDecorator):
             if token is not None:
                 # the previous holder may have stored the value and released the lease between our
                 # lookup and now: look once more before calling the model
-                output = self._decode(backend.get(key) or b"") if backend.exists(key) else None
+                stored = backend.get(key)
+                output = self._decode(stored) if stored is not None else None
                 if output is None:
                     return token, None
                 self._give_lease(key, token)

@@ -299,6 +299,16 @@ def test_a_body_over_the_limit_is_413_without_being_read(service, http):
     assert http.post(PREDICTION, json=BODY).status_code == 200  # the service carries on
 
 
+def _stays_open(sock: socket.socket, seconds: float) -> bool:
+    """Watch the connection for `seconds`: False as soon as the server sends or closes anything, True when
+    the deadline passes with it silent and open (the wait is the condition under test, not a pause)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([sock], [], [], left)[0]:
+            return False
+    return True
+
+
 def _closed(sock: socket.socket) -> bool:
     """True when the server closed the connection (EOF or reset); reads and drops what is pending."""
     try:
@@ -345,9 +355,9 @@ def test_the_header_timeout_counts_neither_keep_alive_idleness_nor_the_body(serv
     with _connect(service.port) as sock:
         sock.sendall(_head(len(body)) + body)
         assert _read_response(sock, 10.0)[0] == 200
-        time.sleep(HEADER_TIMEOUT + 0.5)
+        assert _stays_open(sock, HEADER_TIMEOUT + 0.5), "an idle keep-alive connection was cut by the header timeout"
         sock.sendall(_head(len(body)) + body[:10])
-        time.sleep(min(HEADER_TIMEOUT, BODY_TIMEOUT) * 0.75)
+        assert _stays_open(sock, min(HEADER_TIMEOUT, BODY_TIMEOUT) * 0.75), "a body within its timeout was cut"
         sock.sendall(body[10:])
         status, payload = _read_response(sock, 10.0)
         assert status == 200 and "charges" in payload
@@ -412,7 +422,7 @@ def test_a_client_that_keeps_uploading_is_cut_after_the_lingering_bound(service,
                 else:
                     if _closed(fast):
                         fast_cut = time.monotonic()
-            time.sleep(0.1)
+            select.select([slow], [], [], 0.1)  # the slow sender's pace; wakes at once for the 413 or the cut
         assert answered is not None and answered[1][0] == 413
         assert slow_cut is not None and 1.5 <= slow_cut - answered[0] < 5.0, "cut by the 2 s bound"
         assert fast_cut is not None and fast_sent < 64 * 1024 * 1024, "cut by the 8 MiB bound"
